@@ -1,0 +1,47 @@
+# Posthorn — `make run` starts everything on SQLite; `make test` runs the whole suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help run test test-fast check format bench system-deps clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@echo "  after 'make run' or 'make venv', the CLI is $(BIN)/posthorn"
+
+venv: $(STAMP)  ## create .venv and install Posthorn with its test tools
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)  ## migrate and start API + worker on SQLite (./data)
+	$(BIN)/posthorn serve
+
+system-deps:  ## install the Debian packages the tests need (only what is missing)
+	scripts/system-deps.sh
+
+test: $(STAMP) system-deps  ## the whole suite, on SQLite and on a throwaway PostgreSQL
+	scripts/with-postgres.sh $(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-fast: $(STAMP)  ## the suite on SQLite only
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+check: $(STAMP)  ## ruff, ruff format --check, mypy --strict
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy src
+
+format: $(STAMP)  ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench
+
+bench: $(STAMP) system-deps  ## throughput benchmarks (print figures)
+	POSTHORN_PG_FSYNC=on scripts/with-postgres.sh $(BIN)/python bench/bench_throughput.py
+
+clean:  ## remove the virtualenv and local data
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

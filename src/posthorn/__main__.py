@@ -1,0 +1,3 @@
+from posthorn.cli import main
+
+main()

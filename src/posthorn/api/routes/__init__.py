@@ -1,0 +1,1 @@
+"""Native /v1 routes, one module per resource."""

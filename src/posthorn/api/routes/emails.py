@@ -1,0 +1,272 @@
+"""``/v1/emails``: send, list and look up emails."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from posthorn.api.deps import PrincipalDep, ServicesDep, requires
+from posthorn.api.formats import parse_timestamp, timestamp
+from posthorn.domain.permissions import Permission
+from posthorn.domain.statuses import PENDING, Status, label
+from posthorn.errors import InvalidRequest
+from posthorn.mime.compose import Attachment
+from posthorn.services.accounts import Principal
+from posthorn.services.emails import parse_statuses
+from posthorn.services.intake import SendRequest, Tag
+
+router = APIRouter(prefix="/v1/emails", tags=["emails"])
+
+Sender = Annotated[Principal, requires(Permission.SENDING_ACCESS)]
+
+
+class AttachmentIn(BaseModel):
+    filename: str = Field(min_length=1, max_length=255)
+    content: str = Field(description="The file's bytes, base64-encoded.")
+    content_type: str = Field("application/octet-stream", max_length=255)
+
+
+class TagIn(BaseModel):
+    name: str
+    value: str = ""
+
+
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+class SendEmailIn(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: str = Field(alias="from", description='"Name <email@domain.com>" or "email@domain.com"')
+    to: list[str] = Field(description="Recipient addresses.")
+    subject: str
+    html: str | None = None
+    text: str | None = None
+    cc: list[str] = Field(default_factory=list)
+    bcc: list[str] = Field(default_factory=list)
+    reply_to: str | None = None
+    attachments: list[AttachmentIn] = Field(default_factory=list)
+    headers: dict[str, str] = Field(default_factory=dict)
+    tags: list[TagIn] = Field(default_factory=list)
+
+    _lists = field_validator("to", "cc", "bcc", mode="before")(_as_list)
+
+
+class SendEmailOut(BaseModel):
+    id: str
+    from_: str = Field(serialization_alias="from")
+    to: list[str]
+    status: str
+    created_at: str
+
+
+class StatOut(BaseModel):
+    label: str
+    count: int
+    percentage: float
+
+
+class EmailSummaryOut(BaseModel):
+    id: str
+    from_: str = Field(serialization_alias="from")
+    to: list[str]
+    subject: str
+    status: str
+    created_at: str
+
+
+class EmailListOut(BaseModel):
+    data: list[EmailSummaryOut]
+    total: int
+    page: int
+    per_page: int
+    stats: list[StatOut]
+
+
+class DeliveryOut(BaseModel):
+    recipient: str
+    type: str
+    status: str
+    attempts: int
+    last_code: int | None
+    last_reply: str | None
+    remote_host: str | None
+    next_attempt_at: str | None
+    delivered_at: str | None
+
+
+class EventOut(BaseModel):
+    type: str
+    recipient: str | None
+    created_at: str
+    data: dict[str, Any]
+
+
+class EmailDetailOut(BaseModel):
+    id: str
+    message_id: str
+    from_: str = Field(serialization_alias="from")
+    to: list[str]
+    cc: list[str]
+    bcc: list[str]
+    reply_to: str | None
+    subject: str
+    html: str | None
+    text: str | None
+    tags: list[dict[str, str]]
+    headers: dict[str, str]
+    attachments: list[dict[str, Any]]
+    source: str
+    status: str
+    created_at: str
+    delivered_at: str | None
+    deliveries: list[DeliveryOut]
+    events: list[EventOut]
+
+
+def _decode(index: int, attachment: AttachmentIn) -> Attachment:
+    try:
+        content = base64.b64decode(attachment.content, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidRequest("attachment_invalid", field="attachments", index=index) from exc
+    return Attachment(
+        filename=attachment.filename, content=content, content_type=attachment.content_type
+    )
+
+
+@router.post("", response_model=SendEmailOut, response_model_by_alias=True)
+async def send_email(body: SendEmailIn, svc: ServicesDep, caller: Sender) -> dict[str, Any]:
+    """Send a transactional email to one or more recipients."""
+    accepted = await svc.intake.submit(
+        SendRequest(
+            account_id=caller.account_id,
+            api_key_id=caller.key_id,
+            source="api",
+            from_=body.from_,
+            to=body.to,
+            cc=body.cc,
+            bcc=body.bcc,
+            reply_to=body.reply_to,
+            subject=body.subject,
+            html=body.html,
+            text=body.text,
+            attachments=[_decode(i, a) for i, a in enumerate(body.attachments)],
+            headers=body.headers,
+            tags=[Tag(name=t.name, value=t.value) for t in body.tags],
+        )
+    )
+    return {
+        "id": accepted.id,
+        "from_": accepted.from_,
+        "to": list(accepted.to),
+        "status": str(accepted.status),
+        "created_at": timestamp(accepted.created_at),
+    }
+
+
+def _time_filter(name: str, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_timestamp(value)
+    except ValueError as exc:
+        raise InvalidRequest("invalid_filter", field=name, value=value[:40]) from exc
+
+
+@router.get("", response_model=EmailListOut, response_model_by_alias=True)
+async def list_emails(
+    svc: ServicesDep,
+    caller: PrincipalDep,
+    page: Annotated[int, Query(ge=1)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=100)] = 20,
+    status: Annotated[str | None, Query(description="Comma list of statuses")] = None,
+    created_at_from: str | None = None,
+    created_at_to: str | None = None,
+) -> dict[str, Any]:
+    """List sent emails, newest first, with a breakdown by status."""
+    result = await svc.emails.list(
+        caller.account_id,
+        page=page,
+        per_page=per_page,
+        statuses=parse_statuses(status),
+        created_from=_time_filter("created_at_from", created_at_from),
+        created_to=_time_filter("created_at_to", created_at_to),
+    )
+    return {
+        "data": [
+            {
+                "id": row["id"],
+                "from_": row["from_header"],
+                "to": row["to_addrs"],
+                "subject": row["subject"],
+                "status": label(row["status"]),
+                "created_at": timestamp(row["created_at"]),
+            }
+            for row in result.items
+        ],
+        "total": result.total,
+        "page": page,
+        "per_page": per_page,
+        "stats": [
+            {"label": label(s.status), "count": s.count, "percentage": s.percentage}
+            for s in result.stats
+        ],
+    }
+
+
+@router.get("/{email_id}", response_model=EmailDetailOut, response_model_by_alias=True)
+async def get_email(email_id: str, svc: ServicesDep, caller: PrincipalDep) -> dict[str, Any]:
+    """One email with per-recipient delivery detail and its events."""
+    detail = await svc.emails.get(caller.account_id, email_id)
+    email = detail.email
+    delivered = [d["delivered_at"] for d in detail.deliveries if d["delivered_at"] is not None]
+    return {
+        "id": email["id"],
+        "message_id": f"<{email['message_id']}>",
+        "from_": email["from_header"],
+        "to": email["to_addrs"],
+        "cc": email["cc_addrs"],
+        "bcc": email["bcc_addrs"],
+        "reply_to": email["reply_to"],
+        "subject": email["subject"],
+        "html": email["html"],
+        "text": email["text"],
+        "tags": email["tags"],
+        "headers": email["headers"],
+        "attachments": email["attachments"],
+        "source": email["source"],
+        "status": label(email["status"]),
+        "created_at": timestamp(email["created_at"]),
+        "delivered_at": timestamp(max(delivered)) if delivered else None,
+        "deliveries": [
+            {
+                "recipient": d["recipient"],
+                "type": d["kind"],
+                "status": Status(d["status"]).value,
+                "attempts": d["attempts"],
+                "last_code": d["last_code"],
+                "last_reply": d["last_reply"],
+                "remote_host": d["remote_host"],
+                "next_attempt_at": timestamp(d["next_attempt_at"])
+                if Status(d["status"]) in PENDING
+                else None,
+                "delivered_at": timestamp(d["delivered_at"]),
+            }
+            for d in detail.deliveries
+        ],
+        "events": [
+            {
+                "type": e["type"],
+                "recipient": e["recipient"],
+                "created_at": timestamp(e["created_at"]),
+                "data": e["data"],
+            }
+            for e in detail.events
+        ],
+    }

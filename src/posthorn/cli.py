@@ -1,0 +1,306 @@
+"""``posthorn``: the composition root of every process role.
+
+    posthorn serve            web + worker (+ SMTP later), each in its own process
+    posthorn web | worker     one role, for scale-out on PostgreSQL
+    posthorn migrate          upgrade the schema
+    posthorn send …           queue one email (smoke test)
+    posthorn admin …          accounts and API keys
+
+Settings come from the environment (``POSTHORN_*``) and ``posthorn.toml``; they are built
+here once and passed down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from posthorn import __version__
+from posthorn.domain.permissions import Permission
+from posthorn.errors import PosthornError
+from posthorn.settings import Settings, load_settings
+from posthorn.store.database import Database
+from posthorn.store.migrate import is_current, migrate
+
+T = TypeVar("T")
+log = logging.getLogger("posthorn")
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run on uvloop, the faster event loop, when it is available."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; this is a fallback
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+# ── roles ──────────────────────────────────────────────────────────────────────────────────
+
+
+async def _migrate(settings: Settings) -> None:
+    db = Database(settings.effective_database_url, pool_size=1)
+    try:
+        await migrate(db)
+    finally:
+        await db.dispose()
+
+
+async def _require_schema(db: Database) -> None:
+    if not await is_current(db):
+        raise SystemExit("posthorn: the database schema is not current; run `posthorn migrate`")
+
+
+def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    run_async(_migrate(settings))
+    print("schema is up to date", file=sys.stderr)
+    return 0
+
+
+def cmd_web(settings: Settings, _args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from posthorn.api.app import create_app
+
+    async def main() -> None:
+        app = create_app(settings)
+        await _require_schema(app.state.services.db)
+        config = uvicorn.Config(
+            app,
+            host=settings.http_host,
+            port=settings.http_port,
+            loop="none",
+            http="httptools",
+            access_log=False,
+            log_config=None,
+            timeout_graceful_shutdown=10,
+        )
+        await uvicorn.Server(config).serve()
+
+    run_async(main())
+    return 0
+
+
+def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
+    from posthorn.delivery.transport import SmtpDeliverer
+    from posthorn.worker import Worker
+
+    async def main() -> None:
+        db = Database(settings.effective_database_url)
+        await _require_schema(db)
+        worker = Worker(db, settings, SmtpDeliverer(settings))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop)
+        try:
+            await worker.run()
+        finally:
+            await db.dispose()
+
+    run_async(main())
+    return 0
+
+
+ROLES = ("web", "worker")
+
+
+def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
+    """Migrate, then run every role as a child process until SIGTERM/SIGINT or one dies."""
+    run_async(_migrate(settings))
+    children = {
+        role: subprocess.Popen([sys.executable, "-m", "posthorn", role])  # noqa: S603
+        for role in ROLES
+    }
+    log.info(
+        "posthorn %s serving: API on http://%s:%d (pids %s)",
+        __version__,
+        settings.http_host,
+        settings.http_port,
+        ", ".join(f"{role}={p.pid}" for role, p in children.items()),
+    )
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    exit_code = 0
+    while not stopping:
+        dead = [(role, p) for role, p in children.items() if p.poll() is not None]
+        if dead:
+            role, proc = dead[0]
+            log.error("%s exited with %s; stopping", role, proc.returncode)
+            exit_code = proc.returncode or 1
+            break
+        time.sleep(0.2)
+    for proc in children.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in children.values():
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return exit_code
+
+
+# ── one-off commands ───────────────────────────────────────────────────────────────────────
+
+
+def _emit(args: argparse.Namespace, obj: dict[str, Any], text: str) -> None:
+    if args.json:
+        print(json.dumps(obj))
+    else:
+        print(text)
+
+
+def _with_db(settings: Settings, work: Callable[[Database], Coroutine[Any, Any, T]]) -> T:
+    async def main() -> T:
+        db = Database(settings.effective_database_url, pool_size=2)
+        try:
+            await _require_schema(db)
+            return await work(db)
+        finally:
+            await db.dispose()
+
+    return run_async(main())
+
+
+def cmd_create_account(settings: Settings, args: argparse.Namespace) -> int:
+    from posthorn.services.accounts import Accounts
+
+    row = _with_db(settings, lambda db: Accounts(db).create_account(args.name))
+    _emit(args, {"id": row.id, "name": row.name}, f"account {row.id} ({row.name}) created")
+    return 0
+
+
+def cmd_create_key(settings: Settings, args: argparse.Namespace) -> int:
+    from posthorn.services.accounts import Accounts
+
+    created = _with_db(
+        settings,
+        lambda db: Accounts(db).create_key(
+            args.account,
+            name=args.name,
+            permission=Permission(args.permission),
+            expires_in_days=args.expires_in_days,
+        ),
+    )
+    row = created.row
+    _emit(
+        args,
+        {
+            "id": row.id,
+            "key": created.key,
+            "name": row.name,
+            "permission": row.permission,
+            "expires_at": row.expires_at.isoformat() if row.expires_at else None,
+        },
+        f"API key {row.id} ({row.permission}) created. It is shown only this once:\n{created.key}",
+    )
+    return 0
+
+
+def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
+    from posthorn.services.intake import Intake, SendRequest
+
+    async def work(db: Database) -> str:
+        intake = Intake(db, settings)
+        try:
+            accepted = await intake.submit(
+                SendRequest(
+                    account_id=args.account,
+                    source="cli",
+                    from_=args.from_,
+                    to=args.to,
+                    cc=args.cc or [],
+                    subject=args.subject,
+                    text=args.text,
+                    html=args.html,
+                )
+            )
+        finally:
+            await intake.close()
+        return accepted.id
+
+    email_id = _with_db(settings, work)
+    _emit(args, {"id": email_id, "status": "queued"}, f"queued as {email_id}")
+    return 0
+
+
+# ── argument parsing ───────────────────────────────────────────────────────────────────────
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="posthorn", description=__doc__.splitlines()[0] if __doc__ else ""
+    )
+    parser.add_argument("--version", action="version", version=f"posthorn {__version__}")
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("serve", help="run every role (web, worker)").set_defaults(func=cmd_serve)
+    sub.add_parser("web", help="run the HTTP API").set_defaults(func=cmd_web)
+    sub.add_parser("worker", help="run a delivery worker").set_defaults(func=cmd_worker)
+    sub.add_parser("migrate", help="upgrade the database schema").set_defaults(func=cmd_migrate)
+
+    send = sub.add_parser("send", help="queue one email")
+    send.add_argument("--account", required=True)
+    send.add_argument("--from", dest="from_", required=True)
+    send.add_argument("--to", action="append", required=True)
+    send.add_argument("--cc", action="append")
+    send.add_argument("--subject", required=True)
+    send.add_argument("--text")
+    send.add_argument("--html")
+    send.add_argument("--json", action="store_true")
+    send.set_defaults(func=cmd_send)
+
+    admin = sub.add_parser("admin", help="accounts and API keys").add_subparsers(
+        dest="admin_command", required=True
+    )
+    account = admin.add_parser("create-account", help="create an account (tenant)")
+    account.add_argument("name")
+    account.add_argument("--json", action="store_true")
+    account.set_defaults(func=cmd_create_account)
+
+    key = admin.add_parser("create-key", help="create an API key (shown once)")
+    key.add_argument("--account", required=True)
+    key.add_argument("--name", required=True)
+    key.add_argument(
+        "--permission", default=Permission.FULL_ACCESS.value, choices=[p.value for p in Permission]
+    )
+    key.add_argument("--expires-in-days", type=int)
+    key.add_argument("--json", action="store_true")
+    key.set_defaults(func=cmd_create_key)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level.upper())
+    settings = load_settings()
+    try:
+        code = args.func(settings, args)
+    except PosthornError as exc:
+        print(f"posthorn: {exc}", file=sys.stderr)
+        code = 2
+    sys.exit(code)

@@ -1,0 +1,103 @@
+"""User-facing messages in English and Vietnamese, keyed by a stable code.
+
+The native API answers in the language of the request's ``Content-Language`` header
+(``vi`` or ``en``, English by default), as the "Email Transactional REST API" does. Messages
+are ``str.format`` templates; ``{field}`` is the offending field's name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+LANGUAGES = ("en", "vi")
+
+CATALOG: dict[str, dict[str, str]] = {
+    "error": {"en": "Something went wrong", "vi": "Đã xảy ra lỗi"},
+    "invalid": {"en": "{field}: invalid value", "vi": "{field}: giá trị không hợp lệ"},
+    "malformed_json": {
+        "en": "The request body is not valid JSON",
+        "vi": "Body của request không phải JSON hợp lệ",
+    },
+    "field_required": {"en": "{field}: field required", "vi": "{field}: trường bắt buộc"},
+    "field_type": {
+        "en": "{field}: {reason}",
+        "vi": "{field}: sai kiểu dữ liệu ({reason})",
+    },
+    "invalid_address": {
+        "en": "{field}: '{value}' is not a valid email address",
+        "vi": "{field}: '{value}' không phải địa chỉ email hợp lệ",
+    },
+    "body_required": {
+        "en": "At least one of html or text is required",
+        "vi": "Cần ít nhất một trong hai trường html hoặc text",
+    },
+    "recipients_required": {
+        "en": "to: at least one recipient is required",
+        "vi": "to: cần ít nhất một người nhận",
+    },
+    "too_many_recipients": {
+        "en": "Too many recipients: {count} in to, cc and bcc (limit {limit})",
+        "vi": "Quá nhiều người nhận: {count} trong to, cc và bcc (giới hạn {limit})",
+    },
+    "header_forbidden": {
+        "en": "headers: '{name}' cannot be set as a custom header",
+        "vi": "headers: không được đặt '{name}' làm header tùy chỉnh",
+    },
+    "header_invalid": {
+        "en": "headers: '{name}' has an invalid name or value (CR, LF, NUL or non-ASCII name)",
+        "vi": (
+            "headers: '{name}' có tên hoặc giá trị không hợp lệ (CR, LF, NUL hoặc tên không ASCII)"
+        ),
+    },
+    "attachment_invalid": {
+        "en": "attachments[{index}].content is not valid base64",
+        "vi": "attachments[{index}].content không phải base64 hợp lệ",
+    },
+    "subject_invalid": {
+        "en": "subject: must not contain CR, LF or NUL",
+        "vi": "subject: không được chứa CR, LF hoặc NUL",
+    },
+    "too_large": {
+        "en": "The request is larger than the limit of {limit} bytes",
+        "vi": "Request vượt quá giới hạn {limit} byte",
+    },
+    "auth_missing": {"en": "Missing API key", "vi": "Thiếu API key"},
+    "auth_invalid": {
+        "en": "Invalid, expired or revoked API key",
+        "vi": "API key không hợp lệ, đã hết hạn hoặc đã bị thu hồi",
+    },
+    "permission_denied": {
+        "en": "This API key's permission ({permission}) does not allow this action",
+        "vi": "Quyền của API key ({permission}) không cho phép thao tác này",
+    },
+    "not_found": {"en": "{resource} not found", "vi": "Không tìm thấy {resource}"},
+    "conflict": {"en": "Conflict", "vi": "Xung đột dữ liệu"},
+    "limit_exceeded": {"en": "Limit exceeded", "vi": "Vượt quá giới hạn"},
+    "internal": {"en": "Internal server error", "vi": "Lỗi máy chủ nội bộ"},
+    "invalid_filter": {
+        "en": "{field}: '{value}' is not a valid filter value",
+        "vi": "{field}: '{value}' không phải giá trị lọc hợp lệ",
+    },
+}
+
+
+def render(code: str, language: str = "en", **params: Any) -> str:
+    """The message for ``code`` in ``language``, English when either is unknown."""
+    entry = CATALOG.get(code) or CATALOG["error"]
+    template = entry.get(language) or entry["en"]
+    try:
+        return template.format(**params)
+    except (KeyError, IndexError):
+        return entry["en"]
+
+
+def pick_language(header: str | None) -> str:
+    """Choose ``vi`` or ``en`` from a Content-Language / Accept-Language style header."""
+    if not header:
+        return "en"
+    for part in header.split(","):
+        tag = part.split(";")[0].strip().lower()
+        primary = tag.split("-")[0]
+        if primary in LANGUAGES:
+            return primary
+    return "en"

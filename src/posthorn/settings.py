@@ -1,0 +1,155 @@
+"""Typed settings, built once at start-up and passed in.
+
+Every setting is an environment variable with the ``POSTHORN_`` prefix; an optional
+``posthorn.toml`` in the working directory (or the file named by ``POSTHORN_CONFIG``) may set
+the same names in lower case. The environment wins over the file. No other module reads the
+environment: the composition root (``cli.py``) calls :func:`load_settings` and hands the
+object down.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+SECRET_KEY_FILE = "secret.key"  # noqa: S105 - a file name, not a secret
+
+
+class Settings(BaseSettings):
+    """Posthorn's configuration. Field docs are the settings reference in the README."""
+
+    model_config = SettingsConfigDict(env_prefix="POSTHORN_", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(
+        Path("./data"),
+        description="Where the SQLite file, the generated secret key and TLS certificate live.",
+    )
+    database_url: str = Field(
+        "", description="SQLAlchemy URL; default sqlite:///<DATA_DIR>/posthorn.db."
+    )
+    secret_key: str = Field(
+        "", description="Server secret; generated into DATA_DIR/secret.key when empty."
+    )
+    http_host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
+    http_port: int = Field(8000, description="Port of the HTTP API.")
+    smtp_host: str = Field("127.0.0.1", description="Address of the SMTP submission server.")
+    smtp_port: int = Field(2525, description="Port of the SMTP submission server (STARTTLS).")
+    smtps_port: int | None = Field(None, description="Implicit-TLS SMTP port; off when unset.")
+    smtp_auth_require_tls: bool = Field(True, description="Offer AUTH only after TLS.")
+    inbound_port: int = Field(2526, description="Port for bounce and complaint intake.")
+    tls_cert: Path | None = Field(None, description="PEM certificate for SMTP TLS.")
+    tls_key: Path | None = Field(None, description="PEM private key for SMTP TLS.")
+    public_url: str = Field(
+        "http://127.0.0.1:8000", description="Base URL for tracking and unsubscribe links."
+    )
+    dns_nameservers: list[str] = Field(
+        default_factory=list,
+        description="Resolvers as host or host:port, comma separated; default: the system's.",
+    )
+    dns_timeout: float = Field(5.0, description="Seconds for one DNS look-up.")
+    mx_port: int = Field(25, description="Port used to reach recipient MX hosts.")
+    mx_allow_private: bool = Field(
+        False, description="Allow delivery to loopback/private addresses (tests only)."
+    )
+    relay_url: str | None = Field(
+        None, description="smtp://user:pass@host:587 (or smtps://); all mail goes through it."
+    )
+    hostname: str = Field(
+        default_factory=socket.getfqdn, description="EHLO name and Message-ID domain."
+    )
+    webhook_allow_private: bool = Field(
+        False, description="Allow webhook URLs on loopback/private addresses (tests only)."
+    )
+    max_message_bytes: int = Field(
+        25 * 1024 * 1024, description="Largest accepted request body / message, in bytes."
+    )
+    max_recipients: int = Field(50, description="Most recipients (to+cc+bcc) per email.")
+    intake_batch_size: int = Field(
+        256, description="Most emails committed together in one group commit."
+    )
+    intake_batch_wait_ms: float = Field(
+        2.0, description="How long a group commit waits for company, in milliseconds."
+    )
+    worker_concurrency: int = Field(50, description="Deliveries in flight per worker process.")
+    worker_lease_seconds: int = Field(
+        300, description="How long a claimed delivery stays leased before it returns to the queue."
+    )
+    worker_poll_seconds: float = Field(0.5, description="Idle wait between queue polls.")
+    smtp_timeout_scale: float = Field(
+        1.0, description="Multiplies the RFC 5321 section 4.5.3.2 timeouts (tests shorten them)."
+    )
+    retry_schedule_minutes: list[int] = Field(
+        default_factory=lambda: [1, 5, 15, 30, 60, 120, 240, 480],
+        description="Backoff between attempts; the last step repeats.",
+    )
+    retry_max_age_hours: int = Field(120, description="Give up on a delivery after this age.")
+    web_workers: int = Field(1, description="HTTP worker processes started by `serve`.")
+
+    @field_validator("dns_nameservers", "retry_schedule_minutes", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = Path(os.environ.get("POSTHORN_CONFIG", "posthorn.toml"))
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_path.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+    @property
+    def effective_database_url(self) -> str:
+        """The SQLAlchemy URL, with the async driver chosen for the dialect."""
+        url = self.database_url or f"sqlite:///{self.data_dir.resolve() / 'posthorn.db'}"
+        if url.startswith("sqlite:///"):
+            return "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
+        for prefix in ("postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+asyncpg://" + url.removeprefix(prefix)
+        return url
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings and make sure a server secret exists.
+
+    With no ``SECRET_KEY`` configured, a random one is generated on first start and kept in
+    ``DATA_DIR/secret.key`` (mode 0600) so that tokens and encrypted columns survive restarts.
+    """
+    settings = Settings(**overrides)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.secret_key:
+        return settings
+    key_file = settings.data_dir / SECRET_KEY_FILE
+    try:
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass  # made by an earlier start, or by a sibling process just now
+    else:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+    return settings.model_copy(update={"secret_key": key_file.read_text().strip()})

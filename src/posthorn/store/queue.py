@@ -1,0 +1,184 @@
+"""The delivery queue: rows plus a lock protocol.
+
+A delivery is due when ``next_attempt_at <= now``. Claiming moves ``next_attempt_at`` forward
+by the lease and stamps a fresh ``lease_token``; recording a result only succeeds while the
+token still matches, so a worker whose lease ran out (and whose deliveries another worker took
+over) cannot overwrite the newer state. On PostgreSQL the claim skips rows that another
+worker is claiming at the same moment (``FOR UPDATE SKIP LOCKED``); SQLite has one writer at a
+time (``BEGIN IMMEDIATE``), which serialises claims by itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from posthorn.domain.statuses import aggregate
+from posthorn.store.tables import deliveries, emails, events
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedDelivery:
+    id: int
+    email_id: str
+    account_id: str
+    recipient: str
+    attempts: int
+    lease_token: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedOutcome:
+    """The new state of one delivery after an attempt, and the event that tells of it."""
+
+    delivery_id: int
+    lease_token: str
+    email_id: str
+    account_id: str
+    recipient: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime | None
+    last_code: int | None
+    last_reply: str | None
+    remote_host: str | None
+    delivered_at: datetime | None
+    event_type: str
+    event_data: dict[str, Any]
+    now: datetime
+
+
+async def claim(
+    conn: AsyncConnection,
+    *,
+    now: datetime,
+    lease_until: datetime,
+    token: str,
+    limit: int,
+    for_update: bool,
+) -> list[ClaimedDelivery]:
+    due = (
+        select(deliveries.c.id)
+        .where(deliveries.c.next_attempt_at <= now)
+        .order_by(deliveries.c.next_attempt_at)
+        .limit(limit)
+    )
+    if for_update:
+        due = due.with_for_update(skip_locked=True)
+    result = await conn.execute(
+        update(deliveries)
+        .where(deliveries.c.id.in_(due.scalar_subquery()))
+        .values(next_attempt_at=lease_until, lease_token=token)
+        .returning(
+            deliveries.c.id,
+            deliveries.c.email_id,
+            deliveries.c.account_id,
+            deliveries.c.recipient,
+            deliveries.c.attempts,
+            deliveries.c.lease_token,
+            deliveries.c.created_at,
+        )
+    )
+    return [ClaimedDelivery(**row._mapping) for row in result]
+
+
+async def load_messages(
+    conn: AsyncConnection, email_ids: Sequence[str]
+) -> dict[str, tuple[str, bytes]]:
+    """The envelope sender and the raw message of each email."""
+    rows = await conn.execute(
+        select(emails.c.id, emails.c.from_email, emails.c.raw).where(
+            emails.c.id.in_(set(email_ids))
+        )
+    )
+    return {row.id: (row.from_email, row.raw) for row in rows}
+
+
+async def extend_leases(
+    conn: AsyncConnection, ids_and_tokens: Sequence[tuple[int, str]], lease_until: datetime
+) -> None:
+    """Heartbeat: keep in-flight deliveries leased while a slow send is still running."""
+    if not ids_and_tokens:
+        return
+    await conn.execute(
+        update(deliveries)
+        .where(
+            deliveries.c.id == bindparam("b_id"), deliveries.c.lease_token == bindparam("b_token")
+        )
+        .values(next_attempt_at=lease_until),
+        [{"b_id": i, "b_token": t} for i, t in ids_and_tokens],
+    )
+
+
+async def record_outcomes(conn: AsyncConnection, outcomes: Sequence[RecordedOutcome]) -> list[bool]:
+    """Store results; ``False`` for one whose lease was lost (its result is dropped)."""
+    recorded: list[bool] = []
+    event_rows: list[dict[str, Any]] = []
+    touched_emails: dict[str, datetime] = {}
+    for item in outcomes:
+        result = await conn.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.id == item.delivery_id, deliveries.c.lease_token == item.lease_token
+            )
+            .values(
+                status=item.status,
+                attempts=item.attempts,
+                next_attempt_at=item.next_attempt_at,
+                lease_token=None,
+                last_code=item.last_code,
+                last_reply=item.last_reply,
+                remote_host=item.remote_host,
+                delivered_at=item.delivered_at,
+                updated_at=item.now,
+            )
+        )
+        ok = result.rowcount > 0
+        recorded.append(ok)
+        if not ok:
+            continue
+        touched_emails[item.email_id] = item.now
+        event_rows.append(
+            {
+                "account_id": item.account_id,
+                "email_id": item.email_id,
+                "delivery_id": item.delivery_id,
+                "type": item.event_type,
+                "recipient": item.recipient,
+                "data": item.event_data,
+                "created_at": item.now,
+            }
+        )
+    if event_rows:
+        await conn.execute(events.insert(), event_rows)
+    if touched_emails:
+        await refresh_email_status(conn, touched_emails)
+    return recorded
+
+
+async def refresh_email_status(conn: AsyncConnection, touched: dict[str, datetime]) -> None:
+    """Recompute each email's aggregate status from its deliveries."""
+    rows = await conn.execute(
+        select(deliveries.c.email_id, deliveries.c.status).where(
+            deliveries.c.email_id.in_(list(touched))
+        )
+    )
+    by_email: dict[str, list[str]] = {}
+    for email_id, status in rows:
+        by_email.setdefault(email_id, []).append(status)
+    await conn.execute(
+        update(emails)
+        .where(emails.c.id == bindparam("b_id"))
+        .values(status=bindparam("b_status"), updated_at=bindparam("b_now")),
+        [
+            {"b_id": email_id, "b_status": str(aggregate(statuses)), "b_now": touched[email_id]}
+            # A fixed order keeps two workers' transactions from locking emails crosswise.
+            for email_id, statuses in sorted(by_email.items())
+        ],
+    )

@@ -1,0 +1,160 @@
+"""The schema, as SQLAlchemy Core tables. Alembic migrations in ``migrations/`` create it.
+
+Times are stored as timezone-aware UTC (``DateTime(timezone=True)``); SQLite keeps them as
+ISO text, PostgreSQL as ``timestamptz``. Ids of things users see are UUID strings; rows that
+only the system addresses (deliveries, events) use integer keys.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata = MetaData(naming_convention=NAMING)
+
+# SQLite only auto-increments INTEGER PRIMARY KEY, so big keys are plain INTEGER there.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite drops the offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("account_id", String(36), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    # SHA-256 of the whole key: keys carry 256 bits of entropy, so a fast hash is enough
+    # (a slow password hash only matters for guessable secrets).
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("display", String(40), nullable=False),
+    Column("permission", String(20), nullable=False),
+    Column("expires_at", UtcDateTime()),
+    Column("revoked_at", UtcDateTime()),
+    Column("last_used_at", UtcDateTime()),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Index("ix_api_keys_account", "account_id", "created_at"),
+)
+
+emails = Table(
+    "emails",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("account_id", String(36), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("api_key_id", String(36)),
+    Column("source", String(10), nullable=False),
+    Column("message_id", String(255), nullable=False),
+    Column("from_header", Text, nullable=False),
+    Column("from_email", String(320), nullable=False),
+    Column("to_addrs", JSON, nullable=False),
+    Column("cc_addrs", JSON, nullable=False),
+    Column("bcc_addrs", JSON, nullable=False),
+    Column("reply_to", Text),
+    Column("subject", Text, nullable=False),
+    Column("html", Text),
+    Column("text", Text),
+    Column("headers", JSON, nullable=False),
+    Column("tags", JSON, nullable=False),
+    Column("attachments", JSON, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("raw", LargeBinary, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Index("ix_emails_account_created", "account_id", "created_at"),
+    Index("ix_emails_account_status", "account_id", "status", "created_at"),
+    Index("ix_emails_message_id", "message_id"),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("email_id", String(36), ForeignKey("emails.id", ondelete="CASCADE"), nullable=False),
+    Column("account_id", String(36), nullable=False),
+    Column("recipient", String(320), nullable=False),
+    Column("kind", String(3), nullable=False),  # to | cc | bcc
+    Column("status", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    # The queue: a delivery is due when next_attempt_at <= now; NULL means finished. A claim
+    # pushes next_attempt_at forward by the lease and stamps lease_token, so a crashed
+    # worker's deliveries simply come due again when the lease runs out.
+    Column("next_attempt_at", UtcDateTime()),
+    Column("lease_token", String(36)),
+    Column("last_code", Integer),
+    Column("last_reply", Text),
+    Column("remote_host", String(255)),
+    Column("delivered_at", UtcDateTime()),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Index("ix_deliveries_due", "next_attempt_at"),
+    Index("ix_deliveries_email", "email_id"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("account_id", String(36), nullable=False),
+    Column("email_id", String(36), nullable=False),
+    Column("delivery_id", BigId),
+    Column("type", String(30), nullable=False),
+    Column("recipient", String(320)),
+    Column("data", JSON, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Index("ix_events_account_created", "account_id", "created_at"),
+    Index("ix_events_email", "email_id", "id"),
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,233 @@
+"""The worker loop: claim due deliveries, send each, record what happened.
+
+    claim (lease) ──▶ load message ──▶ deliver ──▶ decide (domain/outcomes) ──▶ record
+        ▲                                                                      │
+        └──────────────── free slot ◀──────────────────────────────────────────┘
+
+Up to ``worker_concurrency`` deliveries are in flight; the loop claims only as many as there
+are free slots, so a claimed delivery never waits in memory while its lease runs out. A
+heartbeat extends the leases of in-flight deliveries. Results are recorded through a group
+commit. ``stop()`` (SIGTERM) stops claiming, lets in-flight sends finish and records them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from posthorn.delivery.transport import Envelope
+from posthorn.domain.outcomes import decide
+from posthorn.domain.results import Attempt, Delivered, DeliveryResult, HardFail, SoftFail
+from posthorn.settings import Settings
+from posthorn.store import queue
+from posthorn.store.database import Database
+from posthorn.store.group_commit import GroupCommitter
+from posthorn.store.tables import utcnow
+
+log = logging.getLogger(__name__)
+
+
+class Deliverer(Protocol):
+    """Sends one message to one recipient and says how it went (``delivery/transport.py``)."""
+
+    async def deliver(self, envelope: Envelope) -> DeliveryResult: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Worker:
+    def __init__(self, db: Database, settings: Settings, deliverer: Deliverer) -> None:
+        self._db = db
+        self._settings = settings
+        self._deliverer = deliverer
+        self._slots = asyncio.Semaphore(settings.worker_concurrency)
+        self._in_flight: dict[int, str] = {}  # delivery id → lease token
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._lease = timedelta(seconds=settings.worker_lease_seconds)
+        self._recorder: GroupCommitter[queue.RecordedOutcome, bool] = GroupCommitter(
+            db, queue.record_outcomes, max_batch=200, max_wait=0.005, name="worker-record"
+        )
+        self.id = uuid.uuid4().hex[:12]
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Poll now instead of after the idle wait (e.g. when mail was just queued)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        log.info("worker %s started", self.id)
+        heartbeat = asyncio.create_task(self._heartbeat(), name="worker-heartbeat")
+        try:
+            while not self._stopping.is_set():
+                claimed = await self._claim_batch()
+                if not claimed:
+                    await self._idle()
+        finally:
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            await self._recorder.close()
+            await self._deliverer.aclose()
+            log.info("worker %s stopped", self.id)
+
+    async def run_until_idle(self, *, within: float = 30.0) -> None:
+        """Deliver everything that is due now, then return (for `posthorn send` and tests)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while loop.time() < deadline:
+            claimed = await self._claim_batch()
+            if not claimed and not self._tasks:
+                break
+            if not claimed:
+                await asyncio.sleep(0.01)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._recorder.close()
+
+    async def _idle(self) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self._settings.worker_poll_seconds)
+
+    async def _claim_batch(self) -> int:
+        await self._slots.acquire()  # wait for at least one free slot before claiming
+        if self._stopping.is_set():
+            self._slots.release()
+            return 0
+        free = 1
+        while free < self._settings.worker_concurrency and not self._slots.locked():
+            await self._slots.acquire()
+            free += 1
+        try:
+            now = utcnow()
+            token = str(uuid.uuid4())
+            async with self._db.write() as conn:
+                claimed = await queue.claim(
+                    conn,
+                    now=now,
+                    lease_until=now + self._lease,
+                    token=token,
+                    limit=free,
+                    for_update=not self._db.is_sqlite,
+                )
+                messages = await queue.load_messages(conn, [c.email_id for c in claimed])
+        except Exception:
+            for _ in range(free):
+                self._slots.release()
+            log.exception("worker %s: claim failed", self.id)
+            await asyncio.sleep(1)
+            return 0
+        for _ in range(free - len(claimed)):
+            self._slots.release()
+        for item in claimed:
+            if item.email_id not in messages:  # the email was deleted meanwhile
+                self._slots.release()
+                continue
+            mail_from, raw = messages[item.email_id]
+            self._in_flight[item.id] = item.lease_token
+            task = asyncio.create_task(self._process(item, mail_from, raw))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return len(claimed)
+
+    async def _process(self, item: queue.ClaimedDelivery, mail_from: str, raw: bytes) -> None:
+        try:
+            try:
+                result = await self._deliverer.deliver(
+                    Envelope(mail_from=mail_from, recipient=item.recipient, data=raw)
+                )
+            except Exception as exc:  # a bug on our side: retry later rather than lose it
+                log.exception("worker %s: delivery %s raised", self.id, item.id)
+                result = SoftFail(
+                    attempt=Attempt(message=f"internal error: {exc}"), reason="internal"
+                )
+            recorded = await self._recorder.submit(self._outcome(item, result, utcnow()))
+            if not recorded:
+                log.warning("worker %s: lease on delivery %s was lost", self.id, item.id)
+        except Exception:
+            log.exception("worker %s: recording delivery %s failed", self.id, item.id)
+        finally:
+            self._in_flight.pop(item.id, None)
+            self._slots.release()
+
+    def _outcome(
+        self, item: queue.ClaimedDelivery, result: DeliveryResult, now: datetime
+    ) -> queue.RecordedOutcome:
+        attempts = item.attempts + 1
+        decision = decide(
+            result,
+            attempts=attempts,
+            created_at=item.created_at,
+            now=now,
+            schedule_minutes=self._settings.retry_schedule_minutes,
+            max_age=timedelta(hours=self._settings.retry_max_age_hours),
+        )
+        attempt = result.attempt
+        data: dict[str, object] = {
+            "attempt": attempts,
+            "code": attempt.code,
+            "enhanced_code": attempt.enhanced_code,
+            "message": attempt.message,
+            "remote_host": attempt.remote_host,
+            "remote_ip": attempt.remote_ip,
+            "tls": attempt.tls_version,
+            "transcript": list(attempt.transcript),
+        }
+        if isinstance(result, SoftFail | HardFail):
+            data["reason"] = result.reason
+        if isinstance(result, SoftFail) and result.possible_duplicate:
+            data["possible_duplicate"] = True
+        if isinstance(result, Delivered):
+            data["via_relay"] = result.via_relay
+        if decision.next_attempt_at is not None:
+            data["next_attempt_at"] = decision.next_attempt_at.isoformat()
+        log.info(
+            "delivery %s to %s: %s (%s %s)",
+            item.id,
+            item.recipient,
+            decision.status,
+            attempt.code,
+            attempt.message[:200],
+        )
+        return queue.RecordedOutcome(
+            delivery_id=item.id,
+            lease_token=item.lease_token,
+            email_id=item.email_id,
+            account_id=item.account_id,
+            recipient=item.recipient,
+            status=str(decision.status),
+            attempts=attempts,
+            next_attempt_at=decision.next_attempt_at,
+            last_code=attempt.code,
+            last_reply=attempt.message[:1000] or None,
+            remote_host=attempt.remote_host,
+            delivered_at=decision.delivered_at,
+            event_type=decision.event_type,
+            event_data=data,
+            now=now,
+        )
+
+    async def _heartbeat(self) -> None:
+        interval = max(self._lease.total_seconds() / 3, 1.0)
+        while True:
+            await asyncio.sleep(interval)
+            if not self._in_flight:
+                continue
+            try:
+                async with self._db.write() as conn:
+                    await queue.extend_leases(
+                        conn, list(self._in_flight.items()), utcnow() + self._lease
+                    )
+            except Exception:
+                log.exception("worker %s: lease heartbeat failed", self.id)
