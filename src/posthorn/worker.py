@@ -77,8 +77,7 @@ class Worker:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-            await self._recorder.close()
-            await self._deliverer.aclose()
+            await self.close()
             log.info("worker %s stopped", self.id)
 
     async def run_until_idle(self, *, within: float = 30.0) -> None:
@@ -93,7 +92,11 @@ class Worker:
                 await asyncio.sleep(0.01)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def close(self) -> None:
+        """Commit the last results and close the outgoing connections."""
         await self._recorder.close()
+        await self._deliverer.aclose()
 
     async def _idle(self) -> None:
         self._wake.clear()
@@ -134,25 +137,25 @@ class Worker:
             if item.email_id not in messages:  # the email was deleted meanwhile
                 self._slots.release()
                 continue
-            mail_from, raw = messages[item.email_id]
             self._in_flight[item.id] = item.lease_token
-            task = asyncio.create_task(self._process(item, mail_from, raw))
+            task = asyncio.create_task(self._process(item, messages[item.email_id]))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return len(claimed)
 
-    async def _process(self, item: queue.ClaimedDelivery, mail_from: str, raw: bytes) -> None:
+    async def _process(self, item: queue.ClaimedDelivery, message: queue.QueuedMessage) -> None:
         try:
             try:
                 result = await self._deliverer.deliver(
-                    Envelope(mail_from=mail_from, recipient=item.recipient, data=raw)
+                    Envelope(mail_from=message.sender, recipient=item.recipient, data=message.raw)
                 )
             except Exception as exc:  # a bug on our side: retry later rather than lose it
                 log.exception("worker %s: delivery %s raised", self.id, item.id)
                 result = SoftFail(
                     attempt=Attempt(message=f"internal error: {exc}"), reason="internal"
                 )
-            recorded = await self._recorder.submit(self._outcome(item, result, utcnow()))
+            outcome = self._outcome(item, message, result, utcnow())
+            recorded = await self._recorder.submit(outcome)
             if not recorded:
                 log.warning("worker %s: lease on delivery %s was lost", self.id, item.id)
         except Exception:
@@ -162,7 +165,11 @@ class Worker:
             self._slots.release()
 
     def _outcome(
-        self, item: queue.ClaimedDelivery, result: DeliveryResult, now: datetime
+        self,
+        item: queue.ClaimedDelivery,
+        message: queue.QueuedMessage,
+        result: DeliveryResult,
+        now: datetime,
     ) -> queue.RecordedOutcome:
         attempts = item.attempts + 1
         decision = decide(
@@ -206,6 +213,8 @@ class Worker:
             email_id=item.email_id,
             account_id=item.account_id,
             recipient=item.recipient,
+            sender=message.sender,
+            source=message.source,
             status=str(decision.status),
             attempts=attempts,
             next_attempt_at=decision.next_attempt_at,

@@ -92,6 +92,8 @@ async def test_a_lost_lease_cannot_overwrite_newer_state(services: Services, db:
         email_id=accepted.id,
         account_id=account.id,
         recipient=stale.recipient,
+        sender="hello@acme.test",
+        source="api",
         status="delivered",
         attempts=1,
         next_attempt_at=None,

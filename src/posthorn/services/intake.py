@@ -256,6 +256,8 @@ def _rows(
                     "email_id": email_id,
                     "type": "queued",
                     "recipient": address.email,
+                    "sender": sender.email,
+                    "source": request.source,
                     "data": {"source": request.source},
                     "created_at": now,
                 }

@@ -42,6 +42,8 @@ class RecordedOutcome:
     email_id: str
     account_id: str
     recipient: str
+    sender: str
+    source: str
     status: str
     attempts: int
     next_attempt_at: datetime | None
@@ -151,6 +153,8 @@ async def record_outcomes(conn: AsyncConnection, outcomes: Sequence[RecordedOutc
                 "delivery_id": item.delivery_id,
                 "type": item.event_type,
                 "recipient": item.recipient,
+                "sender": item.sender,
+                "source": item.source,
                 "data": item.event_data,
                 "created_at": item.now,
             }

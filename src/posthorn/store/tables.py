@@ -77,6 +77,7 @@ api_keys = Table(
     Column("key_hash", String(64), nullable=False, unique=True),
     Column("display", String(40), nullable=False),
     Column("permission", String(20), nullable=False),
+    Column("ip_allowlist", JSON),  # list of IPs/CIDRs; NULL = any address
     Column("expires_at", UtcDateTime()),
     Column("revoked_at", UtcDateTime()),
     Column("last_used_at", UtcDateTime()),
@@ -140,6 +141,8 @@ deliveries = Table(
     Index("ix_deliveries_email", "email_id"),
 )
 
+# Events are the history that logs, statistics and webhooks read. The sender and source of
+# the email are copied in so that the log filters never need a join over millions of rows.
 events = Table(
     "events",
     metadata,
@@ -149,10 +152,77 @@ events = Table(
     Column("delivery_id", BigId),
     Column("type", String(30), nullable=False),
     Column("recipient", String(320)),
+    Column("sender", String(320)),
+    Column("source", String(10)),
     Column("data", JSON, nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),
     Index("ix_events_account_created", "account_id", "created_at"),
     Index("ix_events_email", "email_id", "id"),
+    Index("ix_events_account_type", "account_id", "type", "created_at"),
+    Index("ix_events_account_recipient", "account_id", "recipient", "created_at"),
+    Index("ix_events_account_sender", "account_id", "sender", "created_at"),
+)
+
+domains = Table(
+    "domains",
+    metadata,
+    Column("id", String(40), primary_key=True),  # dom_…
+    Column("account_id", String(36), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(253), nullable=False, unique=True),  # A-label, lower case
+    Column("status", String(20), nullable=False),  # pending | verified
+    Column("records", JSON, nullable=False),  # the DNS records to publish, with live state
+    Column("daily_limit", Integer),  # NULL = the plan's
+    Column("hourly_limit", Integer),
+    Column("monthly_limit", Integer),
+    Column("plan", String(40)),
+    Column("ed25519", Integer, nullable=False, default=0),  # also sign with ed25519-sha256
+    Column("verified_at", UtcDateTime()),
+    Column("checked_at", UtcDateTime()),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Index("ix_domains_account", "account_id", "name"),
+)
+
+dkim_keys = Table(
+    "dkim_keys",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("domain_id", String(40), ForeignKey("domains.id", ondelete="CASCADE"), nullable=False),
+    Column("selector", String(63), nullable=False),
+    Column("algorithm", String(20), nullable=False),  # rsa-sha256 | ed25519-sha256
+    Column("private_key", Text, nullable=False),  # sealed with the server secret (crypto.seal)
+    Column("public_key", Text, nullable=False),  # base64, the p= value
+    # active: signs mail; pending: published after a rotation, signs once its record
+    # verifies; retired: replaced, kept for the record.
+    Column("state", String(10), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Index("ix_dkim_keys_domain", "domain_id", "state"),
+)
+
+senders = Table(
+    "senders",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("account_id", String(36), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("domain_id", String(40), ForeignKey("domains.id", ondelete="CASCADE"), nullable=False),
+    Column("address", String(320), nullable=False, unique=True),  # the SMTP user name
+    Column("password_hash", Text, nullable=False),  # argon2id
+    Column("active", Integer, nullable=False, default=1),
+    Column("daily_limit", Integer, nullable=False),
+    Column("hourly_limit", Integer, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Index("ix_senders_account", "account_id", "created_at"),
+)
+
+# Fixed-window counters for quotas: scope "dom:<id>" or "snd:<id>", window "h2026112318",
+# "d20261123" or "m202611". Intake increments them in the transaction that queues the mail.
+usage_counters = Table(
+    "usage_counters",
+    metadata,
+    Column("scope", String(60), primary_key=True),
+    Column("window", String(12), primary_key=True),
+    Column("count", BigInteger, nullable=False),
 )
 
 
