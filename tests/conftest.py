@@ -8,6 +8,7 @@ Without that variable (``make test-fast``) the PostgreSQL half is skipped.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import socket
 import uuid
@@ -23,6 +24,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from posthorn.api.app import build_services, create_app
 from posthorn.api.deps import Services
+from posthorn.cli import uvicorn_options
 from posthorn.settings import Settings
 from posthorn.store.database import Database
 from posthorn.store.migrate import migrate
@@ -101,11 +103,10 @@ class LiveServer:
     def __init__(self, settings: Settings, services: Services) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.services = services
-        app = create_app(settings, services=services)
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_config=None, access_log=False, lifespan="on"
-        )
+        self.services = dataclasses.replace(services, settings=settings)
+        app = create_app(settings, services=self.services)
+        options = {**uvicorn_options(settings), "port": self.port, "host": "127.0.0.1"}
+        config = uvicorn.Config(app, lifespan="on", **options)
         self.server = uvicorn.Server(config)
         self._task: asyncio.Task[None] | None = None
 

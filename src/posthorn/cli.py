@@ -68,10 +68,40 @@ async def _require_schema(db: Database) -> None:
         raise SystemExit("posthorn: the database schema is not current; run `posthorn migrate`")
 
 
+async def _check_schema(settings: Settings) -> None:
+    db = Database(settings.effective_database_url, pool_size=1)
+    try:
+        await _require_schema(db)
+    finally:
+        await db.dispose()
+
+
 def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
     run_async(_migrate(settings))
     print("schema is up to date", file=sys.stderr)
     return 0
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """How every HTTP server of ours runs uvicorn (the tests use the same options)."""
+    return {
+        "host": settings.http_host,
+        "port": settings.http_port,
+        "http": "httptools",
+        "access_log": False,
+        "log_config": None,
+        "timeout_graceful_shutdown": 10,
+        # The client address is decided by our own rule (settings.trusted_proxies, see
+        # domain/network.py); uvicorn would otherwise believe X-Forwarded-For from loopback.
+        "proxy_headers": False,
+    }
+
+
+def web_app() -> Any:
+    """The app factory uvicorn calls in each HTTP worker process (``web_workers`` > 1)."""
+    from posthorn.api.app import create_app
+
+    return create_app(load_settings())
 
 
 def cmd_web(settings: Settings, _args: argparse.Namespace) -> int:
@@ -79,20 +109,22 @@ def cmd_web(settings: Settings, _args: argparse.Namespace) -> int:
 
     from posthorn.api.app import create_app
 
+    common = uvicorn_options(settings)
+    if settings.web_workers > 1:
+        run_async(_check_schema(settings))
+        uvicorn.run(
+            "posthorn.cli:web_app",
+            factory=True,
+            workers=settings.web_workers,
+            loop="uvloop",
+            **common,
+        )
+        return 0
+
     async def main() -> None:
         app = create_app(settings)
         await _require_schema(app.state.services.db)
-        config = uvicorn.Config(
-            app,
-            host=settings.http_host,
-            port=settings.http_port,
-            loop="none",
-            http="httptools",
-            access_log=False,
-            log_config=None,
-            timeout_graceful_shutdown=10,
-        )
-        await uvicorn.Server(config).serve()
+        await uvicorn.Server(uvicorn.Config(app, loop="none", **common)).serve()
 
     run_async(main())
     return 0

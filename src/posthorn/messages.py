@@ -70,6 +70,18 @@ CATALOG: dict[str, dict[str, str]] = {
         "en": "This API key's permission ({permission}) does not allow this action",
         "vi": "Quyền của API key ({permission}) không cho phép thao tác này",
     },
+    "ip_not_allowed": {
+        "en": "Requests from {ip} are not allowed for this API key",
+        "vi": "API key này không cho phép request từ {ip}",
+    },
+    "invalid_ip": {
+        "en": "{field}: '{value}' is not an IP address or CIDR network",
+        "vi": "{field}: '{value}' không phải địa chỉ IP hoặc dải CIDR",
+    },
+    "expiry_choice": {
+        "en": "expires_in_days: must be one of 7, 30, 60, 90, 180, 365",
+        "vi": "expires_in_days: phải là một trong 7, 30, 60, 90, 180, 365",
+    },
     "not_found": {"en": "{resource} not found", "vi": "Không tìm thấy {resource}"},
     "conflict": {"en": "Conflict", "vi": "Xung đột dữ liệu"},
     "limit_exceeded": {"en": "Limit exceeded", "vi": "Vượt quá giới hạn"},

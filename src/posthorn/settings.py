@@ -95,8 +95,12 @@ class Settings(BaseSettings):
     )
     retry_max_age_hours: int = Field(120, description="Give up on a delivery after this age.")
     web_workers: int = Field(1, description="HTTP worker processes started by `serve`.")
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="IPs/CIDRs of reverse proxies whose X-Forwarded-For is believed.",
+    )
 
-    @field_validator("dns_nameservers", "retry_schedule_minutes", mode="before")
+    @field_validator("dns_nameservers", "retry_schedule_minutes", "trusted_proxies", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -13,7 +13,7 @@ from posthorn import __version__
 from posthorn.api import errors
 from posthorn.api.deps import Services, ServicesDep
 from posthorn.api.limits import BodySizeLimit
-from posthorn.api.routes import emails
+from posthorn.api.routes import api_keys, emails
 from posthorn.services.accounts import Accounts
 from posthorn.services.emails import Emails
 from posthorn.services.intake import Intake
@@ -51,6 +51,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     app.state.services = svc
     errors.install(app)
     app.include_router(emails.router)
+    app.include_router(api_keys.router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz(svc: ServicesDep) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 
+from posthorn.domain.network import client_address
 from posthorn.domain.permissions import Permission
 from posthorn.services.accounts import Accounts, Principal
 from posthorn.services.emails import Emails
@@ -32,11 +33,17 @@ def services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(services)]
 
 
+def client_ip(request: Request, settings: Settings) -> str:
+    peer = request.client.host if request.client else ""
+    return client_address(peer, request.headers.get("x-forwarded-for"), settings.trusted_proxies)
+
+
 async def principal(
+    request: Request,
     svc: ServicesDep,
     x_api_key: Annotated[str | None, Header(alias="X-API-KEY")] = None,
 ) -> Principal:
-    return await svc.accounts.authenticate(x_api_key)
+    return await svc.accounts.authenticate(x_api_key, client_ip=client_ip(request, svc.settings))
 
 
 PrincipalDep = Annotated[Principal, Depends(principal)]

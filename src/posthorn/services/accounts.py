@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from posthorn.domain.network import ip_allowed, parse_networks
 from posthorn.domain.permissions import Permission, allows
 from posthorn.errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied
 from posthorn.store import accounts as repo
@@ -16,6 +17,9 @@ from posthorn.store.tables import utcnow
 
 KEY_PREFIX = "phk_"
 KEY_BYTES = 32  # 256 bits of entropy
+# The lifetimes the API offers, as the seed API does; the CLI accepts any number of days.
+API_EXPIRY_DAYS = frozenset({7, 30, 60, 90, 180, 365})
+MAX_ALLOWLIST = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,13 +70,23 @@ class Accounts:
         name: str,
         permission: Permission = Permission.FULL_ACCESS,
         expires_in_days: int | None = None,
+        ip_allowlist: list[str] | None = None,
+        created_by: Principal | None = None,
         now: datetime | None = None,
     ) -> CreatedKey:
+        """Create a key. Through the API (``created_by``) only a full_access key may, and never
+        one with more permission than its own."""
+        if created_by is not None:
+            created_by.require(Permission.FULL_ACCESS)
+            created_by.require(permission)
+            if expires_in_days is not None and expires_in_days not in API_EXPIRY_DAYS:
+                raise InvalidRequest("expiry_choice", field="expires_in_days")
         name = name.strip()
         if not name or len(name) > 200:
             raise InvalidRequest(field="name")
         if expires_in_days is not None and expires_in_days <= 0:
             raise InvalidRequest(field="expires_in_days")
+        allowlist = _check_allowlist(ip_allowlist)
         now = now or utcnow()
         key = KEY_PREFIX + secrets.token_urlsafe(KEY_BYTES)
         row = repo.ApiKeyRow(
@@ -81,6 +95,7 @@ class Accounts:
             name=name,
             display=display_key(key),
             permission=str(Permission(permission)),
+            ip_allowlist=allowlist,
             expires_at=now + timedelta(days=expires_in_days) if expires_in_days else None,
             revoked_at=None,
             last_used_at=None,
@@ -93,8 +108,11 @@ class Accounts:
             await repo.insert_api_key(conn, row, key_hash=hash_key(key))
         return CreatedKey(row=row, key=key)
 
-    async def authenticate(self, key: str | None, *, now: datetime | None = None) -> Principal:
-        """The principal behind an API key; 401 for a missing, unknown, expired or revoked key."""
+    async def authenticate(
+        self, key: str | None, *, client_ip: str | None = None, now: datetime | None = None
+    ) -> Principal:
+        """The principal behind an API key: 401 for a missing, unknown, expired or revoked key,
+        403 for a request from outside the key's IP allowlist."""
         if not key:
             raise AuthenticationFailed("auth_missing")
         if not key.startswith(KEY_PREFIX) or len(key) > 200:
@@ -106,6 +124,8 @@ class Accounts:
             raise AuthenticationFailed("auth_invalid")
         if row.expires_at is not None and row.expires_at <= now:
             raise AuthenticationFailed("auth_invalid")
+        if client_ip is not None and not ip_allowed(client_ip, row.ip_allowlist):
+            raise PermissionDenied("ip_not_allowed", ip=client_ip)
         return Principal(
             account_id=row.account_id, key_id=row.id, permission=Permission(row.permission)
         )
@@ -114,3 +134,29 @@ class Accounts:
         async with self._db.write() as conn:
             if not await repo.revoke_api_key(conn, account_id, key_id, utcnow()):
                 raise NotFound(resource="API key")
+
+    async def list_keys(
+        self, account_id: str, *, page: int, per_page: int
+    ) -> tuple[list[repo.ApiKeyRow], int]:
+        async with self._db.read() as conn:
+            return await repo.list_api_keys(
+                conn, account_id, offset=(page - 1) * per_page, limit=per_page
+            )
+
+    async def get_key(self, account_id: str, key_id: str) -> repo.ApiKeyRow:
+        async with self._db.read() as conn:
+            row = await repo.get_api_key(conn, account_id, key_id)
+        if row is None or row.revoked_at is not None:
+            raise NotFound(resource="API key")
+        return row
+
+
+def _check_allowlist(items: list[str] | None) -> list[str] | None:
+    if not items:
+        return None
+    if len(items) > MAX_ALLOWLIST:
+        raise InvalidRequest(field="ip_allowlist")
+    try:
+        return [str(network) for network in parse_networks(items)]
+    except ValueError as exc:
+        raise InvalidRequest("invalid_ip", field="ip_allowlist", value=str(exc)[:60]) from exc

@@ -26,6 +26,7 @@ class ApiKeyRow:
     name: str
     display: str
     permission: str
+    ip_allowlist: list[str] | None
     expires_at: datetime | None
     revoked_at: datetime | None
     last_used_at: datetime | None
