@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help run test test-fast check format bench system-deps clean
+.PHONY: help venv run test test-fast check docs format bench system-deps clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -36,11 +36,15 @@ check: $(STAMP)  ## ruff, ruff format --check, mypy --strict
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy src
 
+docs: $(STAMP)  ## regenerate the settings reference in README.md
+	$(BIN)/python scripts/settings_reference.py --write
+
 format: $(STAMP)  ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix src tests bench
 	$(BIN)/ruff format src tests bench
 
-bench: $(STAMP) system-deps  ## throughput benchmarks (print figures)
+bench: $(STAMP)  ## throughput benchmarks (print figures)
+	scripts/system-deps.sh bench
 	POSTHORN_PG_FSYNC=on scripts/with-postgres.sh $(BIN)/python bench/bench_throughput.py
 
 clean:  ## remove the virtualenv and local data

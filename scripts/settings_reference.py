@@ -1,11 +1,18 @@
-"""Print the settings reference (a Markdown table) from the Settings class.
+"""The settings reference (a Markdown table) generated from the Settings class.
 
-    .venv/bin/python scripts/settings_reference.py   # paste between the README markers
+    .venv/bin/python scripts/settings_reference.py           # print it
+    .venv/bin/python scripts/settings_reference.py --write   # put it into README.md (make docs)
 """
 
 from __future__ import annotations
 
+import re
+import sys
+from pathlib import Path
+
 from posthorn.settings import Settings
+
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 START = "<!-- settings:start -->"
 END = "<!-- settings:end -->"
@@ -32,7 +39,14 @@ def table() -> str:
     return "\n".join(lines)
 
 
+def block() -> str:
+    return f"{START}\n{table()}\n{END}"
+
+
 if __name__ == "__main__":
-    print(START)
-    print(table())
-    print(END)
+    if "--write" in sys.argv:
+        text = README.read_text()
+        pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
+        README.write_text(pattern.sub(lambda _: block(), text))
+    else:
+        print(block())

@@ -3,7 +3,9 @@
 # machine starts fast. Needs root (or sudo) on Debian/Ubuntu.
 set -euo pipefail
 
+# `system-deps.sh bench` adds the load generator used by bench/.
 packages=(postgresql)
+[ "${1:-}" = "bench" ] && packages+=(wrk)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -22,12 +22,15 @@ import uvicorn
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from posthorn.api.app import build_services, create_app
-from posthorn.api.deps import Services
+from posthorn.api.app import create_app
 from posthorn.cli import uvicorn_options
+from posthorn.domain.permissions import Permission
+from posthorn.services.container import Services, build_services
 from posthorn.settings import Settings
 from posthorn.store.database import Database
 from posthorn.store.migrate import migrate
+from tests.support.dns import DnsServer
+from tests.support.domains import verified_domain
 
 PG_URL = os.environ.get("POSTHORN_TEST_POSTGRES_URL", "")
 
@@ -78,8 +81,15 @@ def make_settings(tmp_path: Path, database_url: str, **overrides: Any) -> Settin
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Settings:
-    return make_settings(tmp_path, database_url)
+def dns() -> Iterator[DnsServer]:
+    """An authoritative DNS server on loopback; settings point the resolver at it."""
+    with DnsServer() as server:
+        yield server
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str, dns: DnsServer) -> Settings:
+    return make_settings(tmp_path, database_url, dns_nameservers=[dns.nameserver])
 
 
 @pytest.fixture
@@ -94,7 +104,7 @@ async def db(settings: Settings) -> AsyncIterator[Database]:
 async def services(settings: Settings, db: Database) -> AsyncIterator[Services]:
     svc = build_services(settings, db)
     yield svc
-    await svc.intake.close()
+    await svc.close()
 
 
 class LiveServer:
@@ -139,17 +149,16 @@ async def http(live: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-async def account(services: Services) -> dict[str, str]:
-    """An account with one key of each permission."""
+async def account(services: Services, dns: DnsServer) -> dict[str, str]:
+    """An account with one key of each permission and the verified domain acme.test."""
     row = await services.accounts.create_account("acme")
     keys = {"account_id": row.id}
-    for permission in ("full_access", "sending_access", "read_only"):
-        from posthorn.domain.permissions import Permission
-
+    for permission in Permission:
         created = await services.accounts.create_key(
-            row.id, name=permission, permission=Permission(permission)
+            row.id, name=permission.value, permission=permission
         )
-        keys[permission] = created.key
+        keys[permission.value] = created.key
+    keys["domain_id"] = (await verified_domain(services, dns, row.id))["id"]
     return keys
 
 

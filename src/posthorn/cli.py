@@ -132,12 +132,13 @@ def cmd_web(settings: Settings, _args: argparse.Namespace) -> int:
 
 def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
     from posthorn.delivery.transport import SmtpDeliverer
+    from posthorn.services.signing import DkimSigner
     from posthorn.worker import Worker
 
     async def main() -> None:
         db = Database(settings.effective_database_url)
         await _require_schema(db)
-        worker = Worker(db, settings, SmtpDeliverer(settings))
+        worker = Worker(db, settings, SmtpDeliverer(settings), DkimSigner(db, settings))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.stop)
@@ -253,12 +254,13 @@ def cmd_create_key(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
-    from posthorn.services.intake import Intake, SendRequest
+    from posthorn.services.container import build_services
+    from posthorn.services.intake import SendRequest
 
     async def work(db: Database) -> str:
-        intake = Intake(db, settings)
+        services = build_services(settings, db)
         try:
-            accepted = await intake.submit(
+            accepted = await services.intake.submit(
                 SendRequest(
                     account_id=args.account,
                     source="cli",
@@ -271,7 +273,7 @@ def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
                 )
             )
         finally:
-            await intake.close()
+            await services.close()
         return accepted.id
 
     email_id = _with_db(settings, work)

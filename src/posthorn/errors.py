@@ -96,4 +96,4 @@ class LimitExceeded(PosthornError):
         **params: Any,
     ):
         self.retry_after = retry_after
-        super().__init__(code, field=field, **params)
+        super().__init__(code, field=field, retry_after=retry_after, **params)

@@ -82,6 +82,30 @@ CATALOG: dict[str, dict[str, str]] = {
         "en": "expires_in_days: must be one of 7, 30, 60, 90, 180, 365",
         "vi": "expires_in_days: phải là một trong 7, 30, 60, 90, 180, 365",
     },
+    "domain_invalid": {
+        "en": "domain: not a domain that can send mail ({reason})",
+        "vi": "domain: tên miền không hợp lệ để gửi email ({reason})",
+    },
+    "domain_taken": {
+        "en": "The domain {domain} is already registered",
+        "vi": "Tên miền {domain} đã được đăng ký",
+    },
+    "rotation_pending": {
+        "en": "A DKIM key rotation is already waiting for its DNS record to verify",
+        "vi": "Đang có một lần xoay khóa DKIM chờ bản ghi DNS được xác minh",
+    },
+    "plan_unknown": {
+        "en": "{field}: '{value}' is not a known plan",
+        "vi": "{field}: '{value}' không phải gói dịch vụ hợp lệ",
+    },
+    "domain_not_verified": {
+        "en": "The domain {domain} is not a verified domain of this account",
+        "vi": "Tên miền {domain} chưa được xác minh trong tài khoản này",
+    },
+    "quota_exceeded": {
+        "en": "Quota exceeded: the {label} ({limit}) is reached; retry in {retry_after} s",
+        "vi": "Vượt quá hạn mức: đã đạt {label} ({limit}); thử lại sau {retry_after} giây",
+    },
     "not_found": {"en": "{resource} not found", "vi": "Không tìm thấy {resource}"},
     "conflict": {"en": "Conflict", "vi": "Xung đột dữ liệu"},
     "limit_exceeded": {"en": "Limit exceeded", "vi": "Vượt quá giới hạn"},

@@ -95,12 +95,40 @@ class Settings(BaseSettings):
     )
     retry_max_age_hours: int = Field(120, description="Give up on a delivery after this age.")
     web_workers: int = Field(1, description="HTTP worker processes started by `serve`.")
+    spf_include: str = Field(
+        "", description="Host in the SPF include: of every domain; default _spf.<HOSTNAME>."
+    )
+    return_path_mx: list[str] = Field(
+        default_factory=list,
+        description="MX records of every domain (host:priority); default <HOSTNAME>:10.",
+    )
+    dkim_selector_prefix: str = Field("ph", description="DKIM selectors are <prefix><yyyymmdd><n>.")
+    plans: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {
+            "ET20": {
+                "name": "ET20 - Starter",
+                "daily_limit": 20000,
+                "hourly_limit": 833,
+                "monthly_limit": 600000,
+            }
+        },
+        description="Quota plans as JSON: code → {name, daily_limit, hourly_limit, monthly_limit}.",
+    )
+    default_plan: str = Field("ET20", description="The plan of a new domain.")
+    sender_daily_limit: int = Field(500, description="Default daily limit of a new sender.")
+    sender_hourly_limit: int = Field(50, description="Default hourly limit of a new sender.")
     trusted_proxies: list[str] = Field(
         default_factory=list,
         description="IPs/CIDRs of reverse proxies whose X-Forwarded-For is believed.",
     )
 
-    @field_validator("dns_nameservers", "retry_schedule_minutes", "trusted_proxies", mode="before")
+    @field_validator(
+        "dns_nameservers",
+        "retry_schedule_minutes",
+        "trusted_proxies",
+        "return_path_mx",
+        mode="before",
+    )
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -132,6 +160,26 @@ class Settings(BaseSettings):
             if url.startswith(prefix):
                 return "postgresql+asyncpg://" + url.removeprefix(prefix)
         return url
+
+    @property
+    def effective_spf_include(self) -> str:
+        return self.spf_include or f"_spf.{self.hostname}"
+
+    @property
+    def effective_return_path_mx(self) -> list[tuple[str, int]]:
+        entries = self.return_path_mx or [f"{self.hostname}:10"]
+        pairs: list[tuple[str, int]] = []
+        for entry in entries:
+            host, _, priority = entry.partition(":")
+            pairs.append((host.strip().rstrip(".").lower(), int(priority or 10)))
+        return pairs
+
+    def plan(self, code: str | None) -> tuple[str, dict[str, Any]]:
+        """The plan's code and settings; an unknown code falls back to the default plan."""
+        chosen = code if code in self.plans else self.default_plan
+        if chosen not in self.plans:
+            raise ValueError(f"POSTHORN_DEFAULT_PLAN {chosen!r} is not in POSTHORN_PLANS")
+        return chosen, self.plans[chosen]
 
     @property
     def is_sqlite(self) -> bool:

@@ -1,6 +1,6 @@
 """The worker loop: claim due deliveries, send each, record what happened.
 
-    claim (lease) ──▶ load message ──▶ deliver ──▶ decide (domain/outcomes) ──▶ record
+    claim (lease) ──▶ load message ──▶ DKIM-sign ──▶ deliver ──▶ decide ──▶ record
         ▲                                                                      │
         └──────────────── free slot ◀──────────────────────────────────────────┘
 
@@ -39,11 +39,20 @@ class Deliverer(Protocol):
     async def aclose(self) -> None: ...
 
 
+class Signer(Protocol):
+    """Adds DKIM signatures for the sender's domain (``services/signing.py``)."""
+
+    async def sign(self, domain: str, message: bytes) -> bytes: ...
+
+
 class Worker:
-    def __init__(self, db: Database, settings: Settings, deliverer: Deliverer) -> None:
+    def __init__(
+        self, db: Database, settings: Settings, deliverer: Deliverer, signer: Signer
+    ) -> None:
         self._db = db
         self._settings = settings
         self._deliverer = deliverer
+        self._signer = signer
         self._slots = asyncio.Semaphore(settings.worker_concurrency)
         self._in_flight: dict[int, str] = {}  # delivery id → lease token
         self._tasks: set[asyncio.Task[None]] = set()
@@ -146,8 +155,10 @@ class Worker:
     async def _process(self, item: queue.ClaimedDelivery, message: queue.QueuedMessage) -> None:
         try:
             try:
+                domain = message.sender.rpartition("@")[2]
+                signed = await self._signer.sign(domain, message.raw)
                 result = await self._deliverer.deliver(
-                    Envelope(mail_from=message.sender, recipient=item.recipient, data=message.raw)
+                    Envelope(mail_from=message.sender, recipient=item.recipient, data=signed)
                 )
             except Exception as exc:  # a bug on our side: retry later rather than lose it
                 log.exception("worker %s: delivery %s raised", self.id, item.id)

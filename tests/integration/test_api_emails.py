@@ -11,8 +11,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from posthorn.api.deps import Services
 from posthorn.domain.permissions import Permission
+from posthorn.services.container import Services
 from posthorn.settings import Settings
 from posthorn.store.tables import deliveries, emails, events
 from tests.conftest import LiveServer, make_settings

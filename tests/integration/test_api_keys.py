@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from posthorn.api.deps import Services
+from posthorn.services.container import Services
 from tests.conftest import LiveServer, make_settings
 
 

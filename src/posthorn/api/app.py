@@ -11,25 +11,11 @@ from sqlalchemy import text
 
 from posthorn import __version__
 from posthorn.api import errors
-from posthorn.api.deps import Services, ServicesDep
+from posthorn.api.deps import ServicesDep
 from posthorn.api.limits import BodySizeLimit
-from posthorn.api.routes import api_keys, emails
-from posthorn.services.accounts import Accounts
-from posthorn.services.emails import Emails
-from posthorn.services.intake import Intake
+from posthorn.api.routes import api_keys, domains, emails
+from posthorn.services.container import Services, build_services
 from posthorn.settings import Settings
-from posthorn.store.database import Database
-
-
-def build_services(settings: Settings, db: Database | None = None) -> Services:
-    db = db or Database(settings.effective_database_url)
-    return Services(
-        settings=settings,
-        db=db,
-        accounts=Accounts(db),
-        intake=Intake(db, settings),
-        emails=Emails(db),
-    )
 
 
 def create_app(settings: Settings, *, services: Services | None = None) -> FastAPI:
@@ -38,7 +24,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
-        await svc.intake.close()
+        await svc.close()
         if services is None:
             await svc.db.dispose()
 
@@ -52,6 +38,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     errors.install(app)
     app.include_router(emails.router)
     app.include_router(api_keys.router)
+    app.include_router(domains.router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz(svc: ServicesDep) -> dict[str, Any]:

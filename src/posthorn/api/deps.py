@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 
 from posthorn.domain.network import client_address
 from posthorn.domain.permissions import Permission
-from posthorn.services.accounts import Accounts, Principal
-from posthorn.services.emails import Emails
-from posthorn.services.intake import Intake
+from posthorn.services.accounts import Principal
+from posthorn.services.container import Services
 from posthorn.settings import Settings
-from posthorn.store.database import Database
-
-
-@dataclass(frozen=True, slots=True)
-class Services:
-    settings: Settings
-    db: Database
-    accounts: Accounts
-    intake: Intake
-    emails: Emails
 
 
 def services(request: Request) -> Services:

@@ -57,7 +57,7 @@ class Emails:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def list(
+    async def page(
         self,
         account_id: str,
         *,

@@ -17,12 +17,15 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from posthorn.domain import quotas
 from posthorn.domain.addresses import Address, AddressError, format_address, parse_address
 from posthorn.domain.custom_headers import check_header
 from posthorn.domain.statuses import Status
-from posthorn.errors import InvalidRequest, TooLarge
+from posthorn.errors import InvalidRequest, LimitExceeded, PermissionDenied, PosthornError, TooLarge
 from posthorn.mime.compose import Attachment, MessageSpec, compose
+from posthorn.services.domains import Domains
 from posthorn.settings import Settings
+from posthorn.store import usage
 from posthorn.store.database import Database
 from posthorn.store.emails import NewEmail, insert_emails
 from posthorn.store.group_commit import GroupCommitter
@@ -57,6 +60,7 @@ class SendRequest:
     headers: dict[str, str] = field(default_factory=dict)
     tags: Sequence[Tag] = ()
     api_key_id: str | None = None
+    extra_limits: Sequence[quotas.Limit] = ()  # e.g. an SMTP sender's own limits
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +79,23 @@ class Accepted:
 class Prepared:
     accepted: Accepted
     rows: NewEmail
+    sender: Address
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """One email waiting for the group commit, with the quotas it must fit in."""
+
+    rows: NewEmail
+    limits: Sequence[quotas.Limit]
 
 
 class Intake:
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(self, db: Database, settings: Settings, domains: Domains) -> None:
+        self._db = db
         self._settings = settings
-        self._committer: GroupCommitter[NewEmail, None] = GroupCommitter(
+        self._domains = domains
+        self._committer: GroupCommitter[_Pending, PosthornError | None] = GroupCommitter(
             db,
             _flush,
             max_batch=settings.intake_batch_size,
@@ -89,10 +104,26 @@ class Intake:
         )
 
     async def submit(self, request: SendRequest) -> Accepted:
-        """Validate, build and durably queue one email. Raises :class:`InvalidRequest`."""
+        """Validate, build and durably queue one email.
+
+        Raises :class:`InvalidRequest` for a bad field, :class:`PermissionDenied` when the
+        From domain is not a verified domain of the account, :class:`LimitExceeded` when a
+        quota is reached (then nothing is queued).
+        """
         prepared = self.prepare(request)
-        await self._committer.submit(prepared.rows)
+        limits = await self._sending_limits(request.account_id, prepared.sender)
+        error = await self._committer.submit(
+            _Pending(prepared.rows, [*limits, *request.extra_limits])
+        )
+        if error is not None:
+            raise error
         return prepared.accepted
+
+    async def _sending_limits(self, account_id: str, sender: Address) -> list[quotas.Limit]:
+        domain = await self._domains.sending_domain(account_id, sender.domain)
+        if domain is None:
+            raise PermissionDenied("domain_not_verified", field="from", domain=sender.domain)
+        return self._domains.limits(domain)
 
     async def close(self) -> None:
         await self._committer.close()
@@ -161,12 +192,41 @@ class Intake:
             status=Status.QUEUED,
             created_at=now,
         )
-        return Prepared(accepted=accepted, rows=rows)
+        return Prepared(accepted=accepted, rows=rows, sender=sender)
 
 
-async def _flush(conn: AsyncConnection, batch: Sequence[NewEmail]) -> list[None]:
-    await insert_emails(conn, batch)
-    return [None] * len(batch)
+async def _flush(conn: AsyncConnection, batch: Sequence[_Pending]) -> list[PosthornError | None]:
+    """Check each email against its quotas in arrival order, queue those that fit, and count
+    them, all in the one transaction (so a quota is never overrun by a concurrent batch)."""
+    now = utcnow()
+    keys = sorted({quotas.key(limit, now) for item in batch for limit in item.limits})
+    used = await usage.read_counts(conn, keys, lock=True)
+    added: dict[quotas.Key, int] = {}
+    results: list[PosthornError | None] = []
+    accepted: list[NewEmail] = []
+    for item in batch:
+        wanted = len(item.rows.deliveries)
+        exceeded = quotas.check(item.limits, used, wanted, now)
+        if exceeded is not None:
+            results.append(
+                LimitExceeded(
+                    "quota_exceeded",
+                    retry_after=exceeded.retry_after,
+                    label=exceeded.limit.label,
+                    limit=exceeded.limit.limit,
+                )
+            )
+            continue
+        for limit in item.limits:
+            k = quotas.key(limit, now)
+            used[k] = used.get(k, 0) + wanted
+            added[k] = added.get(k, 0) + wanted
+        accepted.append(item.rows)
+        results.append(None)
+    if accepted:
+        await insert_emails(conn, accepted)
+    await usage.increment(conn, added)
+    return results
 
 
 def _address(field_name: str, text: str) -> Address:

@@ -90,16 +90,23 @@ async def claim(
     return [ClaimedDelivery(**row._mapping) for row in result]
 
 
+@dataclass(frozen=True, slots=True)
+class QueuedMessage:
+    sender: str  # the From address, also the envelope sender for now
+    source: str
+    raw: bytes
+
+
 async def load_messages(
     conn: AsyncConnection, email_ids: Sequence[str]
-) -> dict[str, tuple[str, bytes]]:
-    """The envelope sender and the raw message of each email."""
+) -> dict[str, QueuedMessage]:
+    """The sender, source and raw message of each email."""
     rows = await conn.execute(
-        select(emails.c.id, emails.c.from_email, emails.c.raw).where(
+        select(emails.c.id, emails.c.from_email, emails.c.source, emails.c.raw).where(
             emails.c.id.in_(set(email_ids))
         )
     )
-    return {row.id: (row.from_email, row.raw) for row in rows}
+    return {row.id: QueuedMessage(row.from_email, row.source, row.raw) for row in rows}
 
 
 async def extend_leases(

@@ -190,7 +190,7 @@ async def list_emails(
     created_at_to: str | None = None,
 ) -> dict[str, Any]:
     """List sent emails, newest first, with a breakdown by status."""
-    result = await svc.emails.list(
+    result = await svc.emails.page(
         caller.account_id,
         page=page,
         per_page=per_page,

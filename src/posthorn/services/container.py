@@ -1,0 +1,39 @@
+"""The services of one process, wired together: what every role (web, SMTP, CLI) uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from posthorn.delivery.dns_query import DnsQuery
+from posthorn.services.accounts import Accounts
+from posthorn.services.domains import Domains
+from posthorn.services.emails import Emails
+from posthorn.services.intake import Intake
+from posthorn.settings import Settings
+from posthorn.store.database import Database
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    settings: Settings
+    db: Database
+    accounts: Accounts
+    domains: Domains
+    intake: Intake
+    emails: Emails
+
+    async def close(self) -> None:
+        await self.intake.close()
+
+
+def build_services(settings: Settings, db: Database | None = None) -> Services:
+    db = db or Database(settings.effective_database_url)
+    domains = Domains(db, settings, DnsQuery(settings))
+    return Services(
+        settings=settings,
+        db=db,
+        accounts=Accounts(db),
+        domains=domains,
+        intake=Intake(db, settings, domains),
+        emails=Emails(db),
+    )

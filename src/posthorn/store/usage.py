@@ -1,0 +1,59 @@
+"""Quota counters: fixed windows per scope, incremented in the transaction that queues mail."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from sqlalchemy import and_, or_, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from posthorn.store.tables import usage_counters
+
+Key = tuple[str, str]  # (scope, window)
+
+
+async def read_counts(
+    conn: AsyncConnection, keys: Sequence[Key], *, lock: bool = False
+) -> dict[Key, int]:
+    """Current counts; ``lock`` holds the rows until commit (PostgreSQL), so two processes
+    checking the same quota at once take turns instead of both seeing room for one more."""
+    if not keys:
+        return {}
+    if lock and conn.dialect.name == "postgresql":
+        # Rows must exist to be locked: create missing ones at zero first.
+        stmt = postgresql.insert(usage_counters).values(
+            [{"scope": s, "window": w, "count": 0} for s, w in sorted(set(keys))]
+        )
+        await conn.execute(stmt.on_conflict_do_nothing())
+    query = select(usage_counters).where(
+        or_(*(and_(usage_counters.c.scope == s, usage_counters.c.window == w) for s, w in keys))
+        if conn.dialect.name == "sqlite"
+        else tuple_(usage_counters.c.scope, usage_counters.c.window).in_(list(keys))
+    )
+    if lock and conn.dialect.name == "postgresql":
+        query = query.order_by(usage_counters.c.scope, usage_counters.c.window).with_for_update()
+    rows = await conn.execute(query)
+    return {(r.scope, r.window): int(r._mapping["count"]) for r in rows}
+
+
+async def increment(conn: AsyncConnection, amounts: Mapping[Key, int]) -> None:
+    if not amounts:
+        return
+    values = [{"scope": s, "window": w, "count": n} for (s, w), n in sorted(amounts.items())]
+    if conn.dialect.name == "postgresql":
+        pg = postgresql.insert(usage_counters).values(values)
+        await conn.execute(
+            pg.on_conflict_do_update(
+                index_elements=["scope", "window"],
+                set_={"count": usage_counters.c.count + pg.excluded.count},
+            )
+        )
+    else:
+        lite = sqlite.insert(usage_counters).values(values)
+        await conn.execute(
+            lite.on_conflict_do_update(
+                index_elements=["scope", "window"],
+                set_={"count": usage_counters.c.count + lite.excluded.count},
+            )
+        )
