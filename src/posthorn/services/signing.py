@@ -9,16 +9,18 @@ GIL), so the event loop keeps serving other deliveries meanwhile.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from posthorn.crypto import unseal
-from posthorn.mime.dkim import DkimKey, sign
+from posthorn.mime.dkim import DkimError, DkimKey, sign
 from posthorn.services.domains import DKIM_PURPOSE
 from posthorn.settings import Settings
 from posthorn.store import domains as repo
 from posthorn.store.database import Database
 
 CACHE_SECONDS = 60.0
+log = logging.getLogger(__name__)
 
 
 class DkimSigner:
@@ -48,8 +50,14 @@ class DkimSigner:
         return keys
 
     async def sign(self, domain: str, message: bytes) -> bytes:
-        """The message with a DKIM-Signature per active key; unchanged when there is none."""
+        """The message with a DKIM-Signature per active key; unchanged when there is none, or
+        when the message cannot be signed (no From, a broken header: SMTP submissions are
+        passed on as their author wrote them)."""
         keys = await self.keys(domain)
         if not keys:
             return message
-        return await asyncio.to_thread(sign, message, keys, timestamp=int(time.time()))
+        try:
+            return await asyncio.to_thread(sign, message, keys, timestamp=int(time.time()))
+        except DkimError as exc:
+            log.warning("not DKIM-signing a message from %s: %s", domain, exc)
+            return message
