@@ -1,7 +1,7 @@
 """``posthorn``: the composition root of every process role.
 
-    posthorn serve            web + worker (+ SMTP later), each in its own process
-    posthorn web | worker     one role, for scale-out on PostgreSQL
+    posthorn serve            web + worker + SMTP, each in its own process
+    posthorn web | worker | smtp   one role, for scale-out on PostgreSQL
     posthorn migrate          upgrade the schema
     posthorn send …           queue one email (smoke test)
     posthorn admin …          accounts and API keys
@@ -151,7 +151,28 @@ def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
-ROLES = ("web", "worker")
+def cmd_smtp(settings: Settings, _args: argparse.Namespace) -> int:
+    from posthorn.services.container import build_services
+    from posthorn.smtp.server import run_smtp
+
+    async def main() -> None:
+        services = build_services(settings)
+        await _require_schema(services.db)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await run_smtp(settings, services, stop=stop)
+        finally:
+            await services.close()
+            await services.db.dispose()
+
+    run_async(main())
+    return 0
+
+
+ROLES = ("web", "worker", "smtp")
 
 
 def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
@@ -162,10 +183,12 @@ def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
         for role in ROLES
     }
     log.info(
-        "posthorn %s serving: API on http://%s:%d (pids %s)",
+        "posthorn %s serving: API on http://%s:%d, SMTP on %s:%d (pids %s)",
         __version__,
         settings.http_host,
         settings.http_port,
+        settings.smtp_host,
+        settings.smtp_port,
         ", ".join(f"{role}={p.pid}" for role, p in children.items()),
     )
     stopping = False
@@ -292,9 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("serve", help="run every role (web, worker)").set_defaults(func=cmd_serve)
+    sub.add_parser("serve", help="run every role (web, worker, smtp)").set_defaults(func=cmd_serve)
     sub.add_parser("web", help="run the HTTP API").set_defaults(func=cmd_web)
     sub.add_parser("worker", help="run a delivery worker").set_defaults(func=cmd_worker)
+    sub.add_parser("smtp", help="run the SMTP submission server").set_defaults(func=cmd_smtp)
     sub.add_parser("migrate", help="upgrade the database schema").set_defaults(func=cmd_migrate)
 
     send = sub.add_parser("send", help="queue one email")

@@ -106,6 +106,22 @@ CATALOG: dict[str, dict[str, str]] = {
         "en": "Quota exceeded: the {label} ({limit}) is reached; retry in {retry_after} s",
         "vi": "Vượt quá hạn mức: đã đạt {label} ({limit}); thử lại sau {retry_after} giây",
     },
+    "password_length": {
+        "en": "password: must be at least {minimum} characters",
+        "vi": "password: phải có ít nhất {minimum} ký tự",
+    },
+    "sender_domain_mismatch": {
+        "en": "account: the address must be on the domain {domain}",
+        "vi": "account: địa chỉ phải thuộc tên miền {domain}",
+    },
+    "sender_taken": {
+        "en": "The sender {address} already exists",
+        "vi": "Sender {address} đã tồn tại",
+    },
+    "from_missing": {
+        "en": "The message has no From header",
+        "vi": "Thư không có header From",
+    },
     "not_found": {"en": "{resource} not found", "vi": "Không tìm thấy {resource}"},
     "conflict": {"en": "Conflict", "vi": "Xung đột dữ liệu"},
     "limit_exceeded": {"en": "Limit exceeded", "vi": "Vượt quá giới hạn"},

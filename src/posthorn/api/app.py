@@ -13,7 +13,7 @@ from posthorn import __version__
 from posthorn.api import errors
 from posthorn.api.deps import ServicesDep
 from posthorn.api.limits import BodySizeLimit
-from posthorn.api.routes import api_keys, domains, emails
+from posthorn.api.routes import api_keys, domains, emails, logs, senders
 from posthorn.services.container import Services, build_services
 from posthorn.settings import Settings
 
@@ -39,6 +39,8 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     app.include_router(emails.router)
     app.include_router(api_keys.router)
     app.include_router(domains.router)
+    app.include_router(senders.router)
+    app.include_router(logs.router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz(svc: ServicesDep) -> dict[str, Any]:

@@ -9,6 +9,8 @@ from posthorn.services.accounts import Accounts
 from posthorn.services.domains import Domains
 from posthorn.services.emails import Emails
 from posthorn.services.intake import Intake
+from posthorn.services.logs import Logs
+from posthorn.services.senders import Senders
 from posthorn.settings import Settings
 from posthorn.store.database import Database
 
@@ -21,6 +23,8 @@ class Services:
     domains: Domains
     intake: Intake
     emails: Emails
+    senders: Senders
+    logs: Logs
 
     async def close(self) -> None:
         await self.intake.close()
@@ -36,4 +40,6 @@ def build_services(settings: Settings, db: Database | None = None) -> Services:
         domains=domains,
         intake=Intake(db, settings, domains),
         emails=Emails(db),
+        senders=Senders(db, settings),
+        logs=Logs(db),
     )

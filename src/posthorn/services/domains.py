@@ -88,7 +88,7 @@ class Domains:
             await repo.insert_domain(conn, row)
             for key_row in keys:
                 await repo.insert_key(conn, key_row)
-        return DomainView(row=row, records=records)
+        return DomainView(row=await self._get(caller.account_id, domain_id), records=records)
 
     def _selector(self, now: datetime, n: int) -> str:
         return f"{self._settings.dkim_selector_prefix}{now:%Y%m%d}{n}"

@@ -23,6 +23,7 @@ from posthorn.domain.custom_headers import check_header
 from posthorn.domain.statuses import Status
 from posthorn.errors import InvalidRequest, LimitExceeded, PermissionDenied, PosthornError, TooLarge
 from posthorn.mime.compose import Attachment, MessageSpec, compose
+from posthorn.mime.parse import address_list, first, prepend_header, read_headers
 from posthorn.services.domains import Domains
 from posthorn.settings import Settings
 from posthorn.store import usage
@@ -61,6 +62,19 @@ class SendRequest:
     tags: Sequence[Tag] = ()
     api_key_id: str | None = None
     extra_limits: Sequence[quotas.Limit] = ()  # e.g. an SMTP sender's own limits
+
+
+@dataclass(frozen=True, slots=True)
+class RawSubmission:
+    """A complete message received over SMTP, with its envelope."""
+
+    account_id: str
+    source: str
+    mail_from: str  # MAIL FROM (the envelope sender)
+    recipients: Sequence[str]  # RCPT TO
+    message: bytes  # CRLF line endings, a Received header already on top
+    extra_limits: Sequence[quotas.Limit] = ()
+    api_key_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +132,87 @@ class Intake:
         if error is not None:
             raise error
         return prepared.accepted
+
+    async def submit_raw(self, submission: RawSubmission) -> Accepted:
+        """Queue a message that arrived whole (SMTP): checked like any other, sent as written.
+
+        Only a missing Message-ID is added (RFC 5322 §3.6.4 says it SHOULD be there).
+        """
+        prepared = self.prepare_raw(submission)
+        limits = await self._sending_limits(submission.account_id, prepared.sender)
+        error = await self._committer.submit(
+            _Pending(prepared.rows, [*limits, *submission.extra_limits])
+        )
+        if error is not None:
+            raise error
+        return prepared.accepted
+
+    def prepare_raw(self, submission: RawSubmission, *, now: datetime | None = None) -> Prepared:
+        now = now or utcnow()
+        if len(submission.message) > self._settings.max_message_bytes:
+            raise TooLarge(limit=self._settings.max_message_bytes)
+        headers = read_headers(submission.message)
+        from_header = first(headers, "from")
+        if from_header is None:
+            raise InvalidRequest("from_missing", field="from")
+        sender = _address("from", from_header)
+        envelope = _addresses("to", submission.recipients)
+        if not envelope:
+            raise InvalidRequest("recipients_required", field="to")
+        if len(envelope) > self._settings.max_recipients:
+            raise InvalidRequest(
+                "too_many_recipients",
+                field="to",
+                count=len(envelope),
+                limit=self._settings.max_recipients,
+            )
+        email_id = str(uuid.uuid4())
+        message = submission.message
+        message_id = (first(headers, "message-id") or "").strip().strip("<>")
+        if not message_id:
+            message_id = f"{email_id}@{self._settings.hostname}"
+            message = prepend_header(message, "Message-ID", f"<{message_id}>")
+        to_header = [a.lower() for a in address_list(headers, "to")]
+        cc_header = [a.lower() for a in address_list(headers, "cc")]
+        kinds: dict[str, tuple[Address, ...]] = {"to": (), "cc": (), "bcc": ()}
+        for address in envelope:
+            kind = (
+                "to"
+                if address.email.lower() in to_header
+                else "cc"
+                if address.email.lower() in cc_header
+                else "bcc"
+            )
+            kinds[kind] = (*kinds[kind], address)
+        request = SendRequest(
+            account_id=submission.account_id,
+            source=submission.source,
+            from_=from_header,
+            to=[],
+            subject=(first(headers, "subject") or "")[:MAX_SUBJECT_CHARS],
+            api_key_id=submission.api_key_id,
+        )
+        rows = _rows(
+            email_id=email_id,
+            message_id=message_id,
+            request=request,
+            sender=sender,
+            recipients=kinds,
+            reply_to=None,
+            tags=[],
+            raw=message,
+            now=now,
+        )
+        rows.email["reply_to"] = first(headers, "reply-to")
+        accepted = Accepted(
+            id=email_id,
+            message_id=message_id,
+            from_=format_address(sender),
+            to=tuple(a.email for a in envelope),
+            status=Status.QUEUED,
+            created_at=now,
+        )
+        return Prepared(accepted=accepted, rows=rows, sender=sender)
 
     async def _sending_limits(self, account_id: str, sender: Address) -> list[quotas.Limit]:
         domain = await self._domains.sending_domain(account_id, sender.domain)

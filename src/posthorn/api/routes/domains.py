@@ -26,23 +26,13 @@ class UpdateDomainIn(BaseModel):
     ed25519: bool | None = Field(None, description="Also sign with ed25519-sha256 (RFC 8463).")
 
 
-class DnsRecordOut(BaseModel):
-    type: str
-    name: str
-    value: str
-    purpose: str
-    priority: int | None = None
-    verified: bool | None = None
-    found: list[str] | None = None
-    pending: bool | None = None
-    optional: bool | None = None
-
-
 class DomainOut(BaseModel):
     id: str
     domain: str
     status: str
-    dns_records: list[DnsRecordOut]
+    dns_records: list[dict[str, Any]] = Field(
+        description="type, name, value, purpose, priority (MX); verified and found after a check"
+    )
     created_at: str
     verified_at: str | None
     daily_limit: int | None
@@ -132,7 +122,7 @@ async def list_domains(
     }
 
 
-@router.post("", response_model=DomainOut, response_model_exclude_none=True)
+@router.post("", response_model=DomainOut)
 async def create_domain(
     body: CreateDomainIn, svc: ServicesDep, caller: PrincipalDep
 ) -> dict[str, Any]:
@@ -140,13 +130,13 @@ async def create_domain(
     return _out(await svc.domains.create(caller, body.domain))
 
 
-@router.get("/{domain_id}", response_model=DomainOut, response_model_exclude_none=True)
+@router.get("/{domain_id}", response_model=DomainOut)
 async def get_domain(domain_id: str, svc: ServicesDep, caller: PrincipalDep) -> dict[str, Any]:
     """The domain with the live DNS state of every record."""
     return _out(await svc.domains.get(caller.account_id, domain_id))
 
 
-@router.patch("/{domain_id}", response_model=DomainOut, response_model_exclude_none=True)
+@router.patch("/{domain_id}", response_model=DomainOut)
 async def update_domain(
     domain_id: str, body: UpdateDomainIn, svc: ServicesDep, caller: PrincipalDep
 ) -> dict[str, Any]:
@@ -155,13 +145,13 @@ async def update_domain(
     return _out(await svc.domains.update(caller, domain_id, changes))
 
 
-@router.post("/{domain_id}/verify", response_model=DomainOut, response_model_exclude_none=True)
+@router.post("/{domain_id}/verify", response_model=DomainOut)
 async def verify_domain(domain_id: str, svc: ServicesDep, caller: PrincipalDep) -> dict[str, Any]:
     """Look the records up; the domain is verified when SPF, MX and DKIM all match."""
     return _out(await svc.domains.verify(caller, domain_id))
 
 
-@router.post("/{domain_id}/dkim/rotate", response_model=DomainOut, response_model_exclude_none=True)
+@router.post("/{domain_id}/dkim/rotate", response_model=DomainOut)
 async def rotate_dkim(domain_id: str, svc: ServicesDep, caller: PrincipalDep) -> dict[str, Any]:
     """Start a DKIM key rotation: publish the new (pending) record, then verify."""
     return _out(await svc.domains.rotate_dkim(caller, domain_id))

@@ -170,7 +170,7 @@ async def send_email(body: SendEmailIn, svc: ServicesDep, caller: Sender) -> dic
     }
 
 
-def _time_filter(name: str, value: str | None) -> datetime | None:
+def time_filter(name: str, value: str | None) -> datetime | None:
     if value is None:
         return None
     try:
@@ -195,8 +195,8 @@ async def list_emails(
         page=page,
         per_page=per_page,
         statuses=parse_statuses(status),
-        created_from=_time_filter("created_at_from", created_at_from),
-        created_to=_time_filter("created_at_to", created_at_to),
+        created_from=time_filter("created_at_from", created_at_from),
+        created_to=time_filter("created_at_to", created_at_to),
     )
     return {
         "data": [

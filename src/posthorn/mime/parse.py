@@ -1,0 +1,39 @@
+"""Reading just enough of a message someone else wrote: its header fields, unfolded.
+
+SMTP submissions are passed on as their author wrote them; Posthorn only needs a few header
+values (From, To, Cc, Subject, Message-ID) to route, check and show the message.
+"""
+
+from __future__ import annotations
+
+from email.utils import getaddresses
+
+from posthorn.domain.encoded_words import decode_words
+from posthorn.mime.dkim_canon import split_message
+
+
+def read_headers(message: bytes) -> dict[str, list[str]]:
+    """Lower-cased field name → the unfolded values, in order; RFC 2047 words decoded."""
+    fields, _ = split_message(message)
+    headers: dict[str, list[str]] = {}
+    for field in fields:
+        name = field.key.decode("ascii", "replace")
+        raw = field.value.decode("utf-8", "replace")
+        # RFC 5322 §2.2.3: unfolding removes the CRLF before folding white space.
+        value = raw.replace("\r\n", "").replace("\n", "").strip()
+        headers.setdefault(name, []).append(decode_words(value))
+    return headers
+
+
+def first(headers: dict[str, list[str]], name: str) -> str | None:
+    values = headers.get(name.lower())
+    return values[0] if values else None
+
+
+def address_list(headers: dict[str, list[str]], name: str) -> list[str]:
+    """The bare addresses in every ``name`` field (To, Cc, …)."""
+    return [addr for _, addr in getaddresses(headers.get(name.lower(), [])) if "@" in addr]
+
+
+def prepend_header(message: bytes, name: str, value: str) -> bytes:
+    return f"{name}: {value}\r\n".encode() + message
