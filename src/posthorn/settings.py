@@ -13,11 +13,12 @@ import os
 import secrets
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -53,7 +54,7 @@ class Settings(BaseSettings):
     public_url: str = Field(
         "http://127.0.0.1:8000", description="Base URL for tracking and unsubscribe links."
     )
-    dns_nameservers: list[str] = Field(
+    dns_nameservers: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Resolvers as host or host:port, comma separated; default: the system's.",
     )
@@ -64,6 +65,12 @@ class Settings(BaseSettings):
     )
     relay_url: str | None = Field(
         None, description="smtp://user:pass@host:587 (or smtps://); all mail goes through it."
+    )
+    relay_tls_verify: bool = Field(
+        True, description="Check the relay's TLS certificate (turn off only for a test relay)."
+    )
+    relay_ca_file: Path | None = Field(
+        None, description="PEM file of CAs to trust for the relay, besides the system's."
     )
     hostname: str = Field(
         default_factory=socket.getfqdn, description="EHLO name and Message-ID domain."
@@ -89,7 +96,7 @@ class Settings(BaseSettings):
     smtp_timeout_scale: float = Field(
         1.0, description="Multiplies the RFC 5321 section 4.5.3.2 timeouts (tests shorten them)."
     )
-    retry_schedule_minutes: list[int] = Field(
+    retry_schedule_minutes: Annotated[list[int], NoDecode] = Field(
         default_factory=lambda: [1, 5, 15, 30, 60, 120, 240, 480],
         description="Backoff between attempts; the last step repeats.",
     )
@@ -98,7 +105,7 @@ class Settings(BaseSettings):
     spf_include: str = Field(
         "", description="Host in the SPF include: of every domain; default _spf.<HOSTNAME>."
     )
-    return_path_mx: list[str] = Field(
+    return_path_mx: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="MX records of every domain (host:priority); default <HOSTNAME>:10.",
     )
@@ -117,7 +124,7 @@ class Settings(BaseSettings):
     default_plan: str = Field("ET20", description="The plan of a new domain.")
     sender_daily_limit: int = Field(500, description="Default daily limit of a new sender.")
     sender_hourly_limit: int = Field(50, description="Default hourly limit of a new sender.")
-    trusted_proxies: list[str] = Field(
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="IPs/CIDRs of reverse proxies whose X-Forwarded-For is believed.",
     )

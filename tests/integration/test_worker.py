@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
@@ -152,11 +153,16 @@ async def test_private_destinations_are_refused_by_default(
 
 
 async def test_relay_mode_reports_sent(
-    services: Services, dns: DnsServer, db: Database, settings: Settings
+    services: Services, dns: DnsServer, db: Database, settings: Settings, tmp_path: Path
 ) -> None:
     with SmtpSink(starttls=True, auth={"relayuser": "relay pass"}) as relay:
+        ca_file = tmp_path / "relay-ca.pem"
+        ca_file.write_bytes(relay.ca_pem)
         relay_settings = settings.model_copy(
-            update={"relay_url": f"smtp://relayuser:relay%20pass@127.0.0.1:{relay.port}"}
+            update={
+                "relay_url": f"smtp://relayuser:relay%20pass@127.0.0.1:{relay.port}",
+                "relay_ca_file": ca_file,
+            }
         )
         await queue_one(services, ["someone@anywhere.test"], dns)
         await run_worker(db, relay_settings)

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from posthorn.store.events import insert_events
 from posthorn.store.tables import deliveries, emails, events
 
 
@@ -28,9 +29,7 @@ async def insert_emails(conn: AsyncConnection, batch: Sequence[NewEmail]) -> Non
     delivery_rows = [row for item in batch for row in item.deliveries]
     if delivery_rows:
         await conn.execute(insert(deliveries), delivery_rows)
-    event_rows = [row for item in batch for row in item.events]
-    if event_rows:
-        await conn.execute(insert(events), event_rows)
+    await insert_events(conn, [row for item in batch for row in item.events])
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -10,7 +11,68 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from posthorn.store.tables import events
+from posthorn.domain.webhook_payloads import build_payload, wanted
+from posthorn.store.tables import emails, events, webhook_messages, webhooks
+
+
+async def insert_events(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    """Write events, and one webhook outbox message per event and subscribed endpoint, in the
+    caller's transaction: an event is never recorded without its webhooks, nor the reverse.
+    Every event of Posthorn is written through here."""
+    if not rows:
+        return
+    await conn.execute(events.insert(), list(rows))
+    accounts = {row["account_id"] for row in rows}
+    hooks = (
+        await conn.execute(
+            select(webhooks.c.id, webhooks.c.account_id, webhooks.c.events).where(
+                webhooks.c.account_id.in_(accounts), webhooks.c.enabled == 1
+            )
+        )
+    ).all()
+    if not hooks:
+        return
+    by_account: dict[str, list[Any]] = {}
+    for hook in hooks:
+        by_account.setdefault(hook.account_id, []).append(hook)
+    email_ids = {r["email_id"] for r in rows if r["account_id"] in by_account and r["email_id"]}
+    info = {
+        row.id: row
+        for row in await conn.execute(
+            select(emails.c.id, emails.c.tags, emails.c.metadata).where(emails.c.id.in_(email_ids))
+        )
+    }
+    messages = []
+    for row in rows:
+        for hook in by_account.get(row["account_id"], []):
+            if not wanted(hook.events, row["type"]):
+                continue
+            email = info.get(row["email_id"])
+            messages.append(
+                {
+                    "id": "msg_" + uuid.uuid4().hex,
+                    "webhook_id": hook.id,
+                    "account_id": row["account_id"],
+                    "event_type": row["type"],
+                    "payload": build_payload(
+                        event_type=row["type"],
+                        created_at=row["created_at"],
+                        email_id=row["email_id"] or None,
+                        recipient=row.get("recipient"),
+                        tags=email.tags if email else None,
+                        metadata=email.metadata if email else None,
+                        detail=row.get("data") or {},
+                    ),
+                    "status": "pending",
+                    "attempts": 0,
+                    "next_attempt_at": row["created_at"],
+                    "created_at": row["created_at"],
+                    "updated_at": row["created_at"],
+                }
+            )
+    if messages:
+        await conn.execute(webhook_messages.insert(), messages)
+
 
 SORTABLE = {
     "timestamp": events.c.created_at,

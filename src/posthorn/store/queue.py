@@ -19,7 +19,8 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from posthorn.domain.statuses import aggregate
-from posthorn.store.tables import deliveries, emails, events
+from posthorn.store.events import insert_events
+from posthorn.store.tables import deliveries, emails
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,8 +167,7 @@ async def record_outcomes(conn: AsyncConnection, outcomes: Sequence[RecordedOutc
                 "created_at": item.now,
             }
         )
-    if event_rows:
-        await conn.execute(events.insert(), event_rows)
+    await insert_events(conn, event_rows)
     if touched_emails:
         await refresh_email_status(conn, touched_emails)
     return recorded

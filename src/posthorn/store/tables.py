@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
 
@@ -109,6 +110,11 @@ emails = Table(
     Column("status", String(20), nullable=False),
     Column("size", Integer, nullable=False),
     Column("raw", LargeBinary, nullable=False),
+    Column("scheduled_at", UtcDateTime()),
+    Column("track_opens", Integer, nullable=False, default=0, server_default="0"),
+    Column("track_clicks", Integer, nullable=False, default=0, server_default="0"),
+    Column("metadata", JSON),  # the client's own key/values, echoed in webhooks
+    Column("template_id", String(40)),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
     Index("ix_emails_account_created", "account_id", "created_at"),
@@ -135,6 +141,9 @@ deliveries = Table(
     Column("last_reply", Text),
     Column("remote_host", String(255)),
     Column("delivered_at", UtcDateTime()),
+    # The message as this recipient gets it, when it differs from the email's (tracking
+    # links and unsubscribe URLs are per recipient); NULL = the email's raw message.
+    Column("raw", LargeBinary),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
     Index("ix_deliveries_due", "next_attempt_at"),
@@ -223,6 +232,122 @@ usage_counters = Table(
     Column("scope", String(60), primary_key=True),
     Column("window", String(12), primary_key=True),
     Column("count", BigInteger, nullable=False),
+)
+
+
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("account_id", String(36), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("address", String(320), nullable=False),  # lower case
+    Column("reason", String(20), nullable=False),  # bounce | complaint | unsubscribe | manual
+    Column("scope", String(60), nullable=False, default=""),  # "" = the whole account
+    Column("detail", Text),
+    Column("email_id", String(36)),  # the email that caused it, when there is one
+    Column("created_at", UtcDateTime(), nullable=False),
+    UniqueConstraint("account_id", "address", "scope", name="uq_suppressions_address"),
+    Index("ix_suppressions_account", "account_id", "created_at"),
+)
+
+relays = Table(
+    "relays",
+    metadata,
+    Column("id", String(40), primary_key=True),  # rel_…
+    Column("account_id", String(36), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("port", Integer, nullable=False),
+    Column("tls", String(10), nullable=False),  # starttls | implicit | none
+    Column("username", String(255)),
+    Column("password", Text),  # sealed with the server secret
+    Column("is_default", Integer, nullable=False, default=0),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Index("ix_relays_account", "account_id", "is_default"),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("account_id", String(36), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("response", JSON, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Index("ix_idempotency_created", "created_at"),
+)
+
+templates = Table(
+    "templates",
+    metadata,
+    Column("id", String(40), primary_key=True),  # tpl_…
+    Column("account_id", String(36), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("html", Text),
+    Column("text", Text),
+    Column("variables", JSON, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Index("ix_templates_account", "account_id", "created_at"),
+)
+
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", String(40), primary_key=True),  # wh_…
+    Column("account_id", String(36), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("events", JSON, nullable=False),  # event types; [] = all
+    Column("enabled", Integer, nullable=False, default=1),
+    Column("secret", Text, nullable=False),  # sealed whsec_… (signing needs the plain secret)
+    Column("previous_secret", Text),  # sealed; also signs for a while after a rotation
+    Column("previous_secret_until", UtcDateTime()),
+    Column("disabled_reason", Text),
+    Column("failing_since", UtcDateTime()),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Index("ix_webhooks_account", "account_id"),
+)
+
+# The webhook outbox: one row per (event, endpoint), written in the transaction that writes the
+# event; the dispatcher claims due rows with a lease, like the delivery queue.
+webhook_messages = Table(
+    "webhook_messages",
+    metadata,
+    Column("id", String(40), primary_key=True),  # msg_…: the webhook-id header, same on retries
+    Column("webhook_id", String(40), ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=False),
+    Column("account_id", String(36), nullable=False),
+    Column("event_type", String(40), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("status", String(20), nullable=False),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UtcDateTime()),
+    Column("lease_token", String(36)),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Index("ix_webhook_messages_due", "next_attempt_at"),
+    Index("ix_webhook_messages_webhook", "webhook_id", "created_at"),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column(
+        "message_id",
+        String(40),
+        ForeignKey("webhook_messages.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("webhook_id", String(40), nullable=False),
+    Column("status_code", Integer),
+    Column("latency_ms", Integer),
+    Column("response_excerpt", Text),
+    Column("error", Text),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Index("ix_webhook_attempts_webhook", "webhook_id", "created_at"),
 )
 
 

@@ -1,0 +1,308 @@
+"""Sending one message to one recipient over SMTP, ending in a :data:`DeliveryResult`.
+
+Direct mode reads like RFC 5321 §5.1: resolve the recipient's domain, then try its hosts in
+order until one takes the message or refuses it for good. Relay mode (``RELAY_URL``) hands
+every message to one upstream server instead. Both reuse connections through a
+:class:`~posthorn.delivery.pool.ConnectionPool`.
+
+Remote problems (DNS, refused connections, timeouts, TLS, 4xx/5xx) come back as results;
+only local bugs raise.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import ssl
+from dataclasses import dataclass, field
+from typing import Final
+from urllib.parse import unquote, urlsplit
+
+from posthorn.delivery.envelope import Envelope, EnvelopeError, OutgoingMessage, prepare
+from posthorn.delivery.mx import DnsFailure, MxResolver
+from posthorn.delivery.pool import ConnectionPool, Lease, PoolTimeout
+from posthorn.delivery.session import (
+    Peer,
+    SmtpSession,
+    SmtpTimeouts,
+    StepFailed,
+    TlsFailed,
+    TlsPolicy,
+    Transcript,
+    opportunistic_tls_context,
+)
+from posthorn.domain.results import Attempt, Delivered, DeliveryResult, HardFail, SoftFail
+from posthorn.settings import Settings
+
+__all__ = ["Envelope", "RelayConfig", "SmtpDeliverer"]
+
+logger = logging.getLogger(__name__)
+
+# RFC 5321 §5.1 wants at least two addresses tried and a configurable limit; Postfix's
+# smtp_mx_address_limit is 5.
+MAX_ADDRESSES: Final = 5
+# Receivers count concurrent sessions per client and answer 421 past a handful.
+PER_DESTINATION_CONNECTIONS: Final = 10
+TOTAL_CONNECTIONS: Final = 100
+IDLE_SECONDS: Final = 30.0
+# A stale pooled connection is replaced; if the next one is stale too, open a fresh one.
+_REUSE_TRIES: Final = 2
+
+PoolKey = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class RelayConfig:
+    """``smtp://user:pass@host:port`` (STARTTLS when offered) or ``smtps://…`` (implicit TLS)."""
+
+    host: str
+    port: int
+    implicit_tls: bool
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_url(cls, url: str) -> RelayConfig:
+        """Parse the relay URL; user and password are URL-encoded. Raises ValueError."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("smtp", "smtps"):
+            raise ValueError("the relay URL must start with smtp:// or smtps://")
+        if not parts.hostname:
+            raise ValueError("the relay URL has no host")
+        implicit = parts.scheme == "smtps"
+        # RFC 8314 §3.3 (465, implicit TLS) and RFC 6409 §3.1 (587, submission).
+        port = parts.port or (465 if implicit else 587)
+        username = unquote(parts.username) if parts.username else None
+        password = unquote(parts.password or "") if username is not None else None
+        return cls(parts.hostname, port, implicit, username, password)
+
+    @property
+    def credentials(self) -> tuple[str, str] | None:
+        if self.username is None:
+            return None
+        return self.username, self.password or ""
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """One server address to try, and how to talk to it."""
+
+    host: str
+    address: str
+    port: int
+    tls: TlsPolicy
+    credentials: tuple[str, str] | None = field(default=None, repr=False)
+
+    @property
+    def key(self) -> PoolKey:
+        return (self.address, self.port)
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    result: DeliveryResult
+    final: bool
+
+
+class SmtpDeliverer:
+    """Delivers envelopes directly to recipient MX hosts, or through the configured relay.
+
+    Safe for concurrent ``deliver()`` calls on one event loop; call :meth:`aclose` at the end.
+
+    TLS to the relay checks its certificate (the system's CAs plus ``RELAY_CA_FILE``) unless
+    ``RELAY_TLS_VERIFY`` is off, in which case it is only encrypted (Postfix's
+    ``smtp_tls_security_level = may``), for a test relay with a self-signed certificate.
+    Credentials are never sent in clear except to a loopback relay.
+    """
+
+    def __init__(
+        self, settings: Settings, *, relay_tls_context: ssl.SSLContext | None = None
+    ) -> None:
+        if not settings.hostname or any(char.isspace() for char in settings.hostname):
+            # RFC 5321 §4.1.1.1: EHLO takes one domain name (or address literal).
+            raise ValueError(f"HOSTNAME {settings.hostname!r} cannot be an EHLO name")
+        self._helo_name = settings.hostname
+        self._mx_port = settings.mx_port
+        self._timeouts = SmtpTimeouts.scaled(settings.smtp_timeout_scale)
+        self._relay = RelayConfig.from_url(settings.relay_url) if settings.relay_url else None
+        self._resolver = MxResolver(settings) if self._relay is None else None
+        self._opportunistic = opportunistic_tls_context()
+        self._relay_tls = relay_tls_context or _relay_context(settings) or self._opportunistic
+        self._pool: ConnectionPool[SmtpSession] = ConnectionPool(
+            per_destination=PER_DESTINATION_CONNECTIONS,
+            total=TOTAL_CONNECTIONS,
+            idle_seconds=IDLE_SECONDS,
+        )
+
+    async def deliver(self, envelope: Envelope) -> DeliveryResult:
+        """Try to hand ``envelope`` to the next hop; never raises for a remote problem."""
+        try:
+            message = prepare(envelope)
+        except EnvelopeError as exc:
+            reason = f"cannot send this envelope: {exc}"
+            return HardFail(Attempt(enhanced_code=exc.enhanced_code, message=reason), reason=reason)
+        transcript = Transcript()
+        if self._relay is not None:
+            result = await self._via_relay(self._relay, message, transcript)
+        else:
+            result = await self._direct(message, transcript)
+        logger.debug(
+            "delivery attempt finished",
+            extra={
+                "action": "smtp_deliver",
+                "outcome": type(result).__name__,
+                "remote_host": result.attempt.remote_host,
+                "code": result.attempt.code,
+            },
+        )
+        return result
+
+    async def aclose(self) -> None:
+        """Close idle connections (QUIT); later ``deliver()`` calls are an error."""
+        await self._pool.aclose()
+
+    # The two modes.
+
+    async def _direct(self, message: OutgoingMessage, transcript: Transcript) -> DeliveryResult:
+        assert self._resolver is not None
+        route = await self._resolver.resolve_destinations(message.recipient_domain)
+        if isinstance(route, DnsFailure):
+            transcript.note(route.reason)
+            attempt = Attempt(
+                enhanced_code=route.enhanced_code,
+                message=route.reason,
+                transcript=transcript.lines(),
+            )
+            if route.permanent:
+                return HardFail(attempt, reason=route.reason, suppress=route.suppress)
+            return SoftFail(attempt, reason=route.reason)
+        targets = [
+            _Target(
+                host=destination.host,
+                address=address,
+                port=self._mx_port,
+                tls=TlsPolicy(self._opportunistic, server_name=destination.host),
+            )
+            for destination in route.destinations
+            for address in destination.addresses
+        ][:MAX_ADDRESSES]
+        outcome: _Outcome | None = None
+        for target in targets:
+            outcome = await self._attempt(target, message, transcript, via_relay=False)
+            if outcome.final:
+                return outcome.result
+        assert outcome is not None, "a Route always has an address"
+        return outcome.result
+
+    async def _via_relay(
+        self, relay: RelayConfig, message: OutgoingMessage, transcript: Transcript
+    ) -> DeliveryResult:
+        credentials = relay.credentials
+        target = _Target(
+            host=relay.host,
+            address=relay.host,
+            port=relay.port,
+            tls=TlsPolicy(
+                self._relay_tls,
+                implicit=relay.implicit_tls,
+                # RFC 4954 §4: no password in clear; a relay on this machine is exempt.
+                required=credentials is not None and not relay.is_loopback,
+                server_name=relay.host,
+            ),
+            credentials=credentials,
+        )
+        outcome = await self._attempt(target, message, transcript, via_relay=True)
+        return outcome.result
+
+    # One server address.
+
+    async def _attempt(
+        self,
+        target: _Target,
+        message: OutgoingMessage,
+        transcript: Transcript,
+        *,
+        via_relay: bool,
+    ) -> _Outcome:
+        try:
+            async with self._pool.lease(target.key, within=self._timeouts.connect) as lease:
+                session = await self._session(lease, target, transcript)
+                try:
+                    attempt = await session.send(message, transcript)
+                finally:
+                    if session.reusable:
+                        lease.keep(session)
+                    else:
+                        session.abort()
+        except StepFailed as failed:
+            return _Outcome(failed.result, final=not failed.next_host)
+        except PoolTimeout as exc:
+            reason = f"too many connections to {target.host} in use here: {exc}"
+            transcript.note(reason)
+            attempt = Attempt(
+                remote_host=target.host, message=reason, transcript=transcript.lines()
+            )
+            return _Outcome(SoftFail(attempt, reason=reason), final=False)
+        return _Outcome(Delivered(attempt, via_relay=via_relay), final=True)
+
+    async def _session(
+        self, lease: Lease[SmtpSession], target: _Target, transcript: Transcript
+    ) -> SmtpSession:
+        """A reused connection that still answers, or a new one."""
+        for _ in range(_REUSE_TRIES):
+            idle = lease.take_idle()
+            if idle is None:
+                break
+            try:
+                usable = await idle.reset(transcript)
+            except BaseException:
+                idle.abort()  # cancelled mid-RSET: the dialogue is out of step
+                raise
+            if usable:
+                return idle
+        return await self._open(target, transcript)
+
+    async def _open(self, target: _Target, transcript: Transcript) -> SmtpSession:
+        try:
+            return await SmtpSession.open(
+                Peer(target.host, target.address, target.port),
+                helo_name=self._helo_name,
+                tls=target.tls,
+                credentials=target.credentials,
+                timeouts=self._timeouts,
+                transcript=transcript,
+            )
+        except TlsFailed as failed:
+            # Never in clear when credentials would follow, nor on an implicit-TLS port.
+            if target.tls.required or target.tls.implicit:
+                result = failed.peer.soft(transcript, failed.reason)
+                raise StepFailed(result, next_host=True) from failed
+        # Opportunistic TLS (RFC 7435): a broken handshake must not stop the mail, so the
+        # host gets one more connection, in plain text.
+        transcript.note("reconnecting without TLS")
+        return await SmtpSession.open(
+            Peer(target.host, target.address, target.port),
+            helo_name=self._helo_name,
+            tls=target.tls.without_tls(),
+            credentials=target.credentials,
+            timeouts=self._timeouts,
+            transcript=transcript,
+        )
+
+
+def _relay_context(settings: Settings) -> ssl.SSLContext | None:
+    if not settings.relay_tls_verify:
+        return None
+    context = ssl.create_default_context()
+    if settings.relay_ca_file is not None:
+        context.load_verify_locations(cafile=str(settings.relay_ca_file))
+    return context
