@@ -132,13 +132,21 @@ def cmd_web(settings: Settings, _args: argparse.Namespace) -> int:
 
 def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
     from posthorn.delivery.transport import SmtpDeliverer
+    from posthorn.services.relays import Relays
     from posthorn.services.signing import DkimSigner
     from posthorn.worker import Worker
 
     async def main() -> None:
         db = Database(settings.effective_database_url)
         await _require_schema(db)
-        worker = Worker(db, settings, SmtpDeliverer(settings), DkimSigner(db, settings))
+        worker = Worker(
+            db,
+            settings,
+            SmtpDeliverer(settings),
+            DkimSigner(db, settings),
+            relays=Relays(db, settings),
+            make_deliverer=SmtpDeliverer,
+        )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.stop)

@@ -122,6 +122,26 @@ CATALOG: dict[str, dict[str, str]] = {
         "en": "The message has no From header",
         "vi": "Thư không có header From",
     },
+    "schedule_invalid": {
+        "en": "scheduled_at: an ISO-8601 time with a time zone is required",
+        "vi": "scheduled_at: cần thời gian ISO-8601 có múi giờ",
+    },
+    "schedule_too_far": {
+        "en": "scheduled_at: at most {days} days ahead",
+        "vi": "scheduled_at: tối đa {days} ngày tới",
+    },
+    "metadata_too_large": {
+        "en": "metadata: at most 50 keys and {limit} bytes",
+        "vi": "metadata: tối đa 50 khóa và {limit} byte",
+    },
+    "idempotency_mismatch": {
+        "en": "This Idempotency-Key was already used with a different request",
+        "vi": "Idempotency-Key này đã được dùng cho một request khác",
+    },
+    "not_cancellable": {
+        "en": "The email can no longer be changed: it is already {status}",
+        "vi": "Không thể thay đổi email: email đã ở trạng thái {status}",
+    },
     "not_found": {"en": "{resource} not found", "vi": "Không tìm thấy {resource}"},
     "conflict": {"en": "Conflict", "vi": "Xung đột dữ liệu"},
     "limit_exceeded": {"en": "Limit exceeded", "vi": "Vượt quá giới hạn"},
@@ -129,6 +149,28 @@ CATALOG: dict[str, dict[str, str]] = {
     "invalid_filter": {
         "en": "{field}: '{value}' is not a valid filter value",
         "vi": "{field}: '{value}' không phải giá trị lọc hợp lệ",
+    },
+    "webhook_url_invalid": {
+        "en": "{field}: not a usable webhook URL: {reason}",
+        "vi": "{field}: URL webhook không dùng được: {reason}",
+    },
+    "webhook_url_unresolvable": {
+        "en": "{field}: the host {host} does not resolve to any address",
+        "vi": "{field}: tên máy {host} không phân giải ra địa chỉ nào",
+    },
+    "webhook_url_refused": {
+        "en": "{field}: {host} resolves to {address}, a {problem} address; "
+        "webhooks only go to public addresses",
+        "vi": "{field}: {host} trỏ tới {address}, một địa chỉ {problem}; "
+        "webhook chỉ được gửi tới địa chỉ công khai",
+    },
+    "webhook_event_unknown": {
+        "en": "events: '{value}' is not a webhook event",
+        "vi": "events: '{value}' không phải sự kiện webhook",
+    },
+    "webhook_disabled": {
+        "en": "The webhook is disabled; enable it first",
+        "vi": "Webhook đang bị tắt; hãy bật lại trước",
     },
 }
 

@@ -9,6 +9,7 @@ object down.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import socket
@@ -129,6 +130,38 @@ class Settings(BaseSettings):
         description="IPs/CIDRs of reverse proxies whose X-Forwarded-For is believed.",
     )
 
+    # SMTP submission
+    smtp_auth_failure_limit: int = Field(
+        10,
+        description="Failed SMTP AUTH attempts per client IP (IPv6: per /64) within "
+        "SMTP_AUTH_FAILURE_WINDOW before the server answers 421 and disconnects; 0 = no limit.",
+    )
+    smtp_auth_failure_window: int = Field(
+        60, description="Seconds over which failed SMTP AUTH attempts are counted."
+    )
+    smtp_trusted_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="IPs/CIDRs whose SMTP clients may submit without AUTH, for "
+        "SMTP_TRUSTED_ACCOUNT (a local relay, the benchmark); keep empty otherwise.",
+    )
+    smtp_trusted_account: str = Field(
+        "", description="Account id that mail from SMTP_TRUSTED_NETWORKS is submitted for."
+    )
+
+    # Bounces
+    bounce_domain: str = Field(
+        "", description="Domain of VERP return paths (bounce+…@); default <HOSTNAME>."
+    )
+
+    @field_validator("smtp_trusted_networks", mode="before")
+    @classmethod
+    def _smtp_networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        for item in value:
+            ipaddress.ip_network(str(item).strip(), strict=False)  # fail fast on a typo
+        return value
+
     @field_validator(
         "dns_nameservers",
         "retry_schedule_minutes",
@@ -167,6 +200,10 @@ class Settings(BaseSettings):
             if url.startswith(prefix):
                 return "postgresql+asyncpg://" + url.removeprefix(prefix)
         return url
+
+    @property
+    def effective_bounce_domain(self) -> str:
+        return self.bounce_domain or self.hostname
 
     @property
     def effective_spf_include(self) -> str:

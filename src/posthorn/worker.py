@@ -1,6 +1,6 @@
 """The worker loop: claim due deliveries, send each, record what happened.
 
-    claim (lease) ──▶ load message ──▶ DKIM-sign ──▶ deliver ──▶ decide ──▶ record
+    claim (lease) ──▶ suppressed? ──▶ route ──▶ DKIM-sign ──▶ send ──▶ decide ──▶ record
         ▲                                                                      │
         └──────────────── free slot ◀──────────────────────────────────────────┘
 
@@ -16,27 +16,30 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from posthorn.delivery.transport import Envelope
+from posthorn.delivery.envelope import Envelope
+from posthorn.domain import verp
 from posthorn.domain.outcomes import decide
-from posthorn.domain.results import Attempt, Delivered, DeliveryResult, HardFail, SoftFail
+from posthorn.domain.results import (
+    Attempt,
+    Delivered,
+    DeliveryResult,
+    HardFail,
+    Refused,
+    SoftFail,
+)
+from posthorn.services.relays import Relays
+from posthorn.services.routing import Deliverer, Routes
 from posthorn.settings import Settings
-from posthorn.store import queue
+from posthorn.store import queue, suppressions
 from posthorn.store.database import Database
 from posthorn.store.group_commit import GroupCommitter
 from posthorn.store.tables import utcnow
 
 log = logging.getLogger(__name__)
-
-
-class Deliverer(Protocol):
-    """Sends one message to one recipient and says how it went (``delivery/transport.py``)."""
-
-    async def deliver(self, envelope: Envelope) -> DeliveryResult: ...
-
-    async def aclose(self) -> None: ...
 
 
 class Signer(Protocol):
@@ -47,11 +50,18 @@ class Signer(Protocol):
 
 class Worker:
     def __init__(
-        self, db: Database, settings: Settings, deliverer: Deliverer, signer: Signer
+        self,
+        db: Database,
+        settings: Settings,
+        deliverer: Deliverer,
+        signer: Signer,
+        *,
+        relays: Relays | None = None,
+        make_deliverer: Callable[[Settings], Deliverer] | None = None,
     ) -> None:
         self._db = db
         self._settings = settings
-        self._deliverer = deliverer
+        self._routes = Routes(settings, deliverer, relays, make=make_deliverer)
         self._signer = signer
         self._slots = asyncio.Semaphore(settings.worker_concurrency)
         self._in_flight: dict[int, str] = {}  # delivery id → lease token
@@ -105,7 +115,7 @@ class Worker:
     async def close(self) -> None:
         """Commit the last results and close the outgoing connections."""
         await self._recorder.close()
-        await self._deliverer.aclose()
+        await self._routes.aclose()
 
     async def _idle(self) -> None:
         self._wake.clear()
@@ -134,6 +144,10 @@ class Worker:
                     for_update=not self._db.is_sqlite,
                 )
                 messages = await queue.load_messages(conn, [c.email_id for c in claimed])
+                personal = await queue.load_personal_messages(conn, [c.id for c in claimed])
+                blocked = await suppressions.suppressed_many(
+                    conn, [(c.account_id, c.recipient) for c in claimed]
+                )
         except Exception:
             for _ in range(free):
                 self._slots.release()
@@ -147,19 +161,56 @@ class Worker:
                 self._slots.release()
                 continue
             self._in_flight[item.id] = item.lease_token
-            task = asyncio.create_task(self._process(item, messages[item.email_id]))
+            message = messages[item.email_id]
+            task = asyncio.create_task(
+                self._process(
+                    item,
+                    message,
+                    raw=personal.get(item.id, message.raw),
+                    suppressed=blocked.get((item.account_id, item.recipient.lower())),
+                )
+            )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return len(claimed)
 
-    async def _process(self, item: queue.ClaimedDelivery, message: queue.QueuedMessage) -> None:
+    async def _attempt(
+        self,
+        item: queue.ClaimedDelivery,
+        message: queue.QueuedMessage,
+        raw: bytes,
+        suppressed: str | None,
+    ) -> DeliveryResult:
+        """The pipeline of one delivery: check suppression → route → DKIM-sign → send.
+        Each step may end it early with a result."""
+        if suppressed is not None:
+            note = f"recipient is on the suppression list ({suppressed})"
+            return Refused(Attempt(message=note), reason="suppressed")
+        deliverer = await self._routes.for_account(item.account_id)
+        signed = await self._signer.sign(message.sender.rpartition("@")[2], raw)
+        return await deliverer.deliver(
+            Envelope(
+                mail_from=self._return_path(item, message), recipient=item.recipient, data=signed
+            )
+        )
+
+    def _return_path(self, item: queue.ClaimedDelivery, message: queue.QueuedMessage) -> str:
+        """MAIL FROM: a VERP address naming this delivery, so a bounce finds its way back."""
+        return verp.return_path(
+            self._settings.secret_key, item.id, self._settings.effective_bounce_domain
+        )
+
+    async def _process(
+        self,
+        item: queue.ClaimedDelivery,
+        message: queue.QueuedMessage,
+        *,
+        raw: bytes,
+        suppressed: str | None,
+    ) -> None:
         try:
             try:
-                domain = message.sender.rpartition("@")[2]
-                signed = await self._signer.sign(domain, message.raw)
-                result = await self._deliverer.deliver(
-                    Envelope(mail_from=message.sender, recipient=item.recipient, data=signed)
-                )
+                result = await self._attempt(item, message, raw, suppressed)
             except Exception as exc:  # a bug on our side: retry later rather than lose it
                 log.exception("worker %s: delivery %s raised", self.id, item.id)
                 result = SoftFail(
@@ -202,7 +253,7 @@ class Worker:
             "tls": attempt.tls_version,
             "transcript": list(attempt.transcript),
         }
-        if isinstance(result, SoftFail | HardFail):
+        if isinstance(result, SoftFail | HardFail | Refused):
             data["reason"] = result.reason
         if isinstance(result, SoftFail) and result.possible_duplicate:
             data["possible_duplicate"] = True
@@ -236,6 +287,7 @@ class Worker:
             event_type=decision.event_type,
             event_data=data,
             now=now,
+            suppress_reason="bounce" if isinstance(result, HardFail) and result.suppress else None,
         )
 
     async def _heartbeat(self) -> None:

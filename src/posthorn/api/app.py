@@ -13,7 +13,7 @@ from posthorn import __version__
 from posthorn.api import errors
 from posthorn.api.deps import ServicesDep
 from posthorn.api.limits import BodySizeLimit
-from posthorn.api.routes import api_keys, domains, emails, logs, senders
+from posthorn.api.routes import api_keys, domains, emails, logs, relays, senders, suppressions
 from posthorn.services.container import Services, build_services
 from posthorn.settings import Settings
 
@@ -41,6 +41,8 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     app.include_router(domains.router)
     app.include_router(senders.router)
     app.include_router(logs.router)
+    app.include_router(suppressions.router)
+    app.include_router(relays.router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz(svc: ServicesDep) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from posthorn.domain.results import Delivered, DeliveryResult, HardFail, SoftFail
+from posthorn.domain.results import Delivered, DeliveryResult, HardFail, Refused, SoftFail
 from posthorn.domain.retry import next_delay, should_give_up
 from posthorn.domain.statuses import Status
 
@@ -36,6 +36,8 @@ def decide(
             return Decision(Status.DELIVERED, "delivered", None, delivered_at=now)
         case HardFail():
             return Decision(Status.BOUNCED, "bounced", None)
+        case Refused():
+            return Decision(Status.REJECTED, "rejected", None)
         case SoftFail(retry_after=hint):
             if should_give_up(created_at, now, max_age):
                 return Decision(Status.FAILED, "failed", None)

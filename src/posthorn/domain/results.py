@@ -50,4 +50,12 @@ class HardFail:
     suppress: bool = False
 
 
-DeliveryResult = Delivered | SoftFail | HardFail
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """Not sent at all: Posthorn itself refused (e.g. the recipient is suppressed)."""
+
+    attempt: Attempt
+    reason: str
+
+
+DeliveryResult = Delivered | SoftFail | HardFail | Refused

@@ -10,7 +10,9 @@ from posthorn.services.domains import Domains
 from posthorn.services.emails import Emails
 from posthorn.services.intake import Intake
 from posthorn.services.logs import Logs
+from posthorn.services.relays import Relays
 from posthorn.services.senders import Senders
+from posthorn.services.suppressions import Suppressions
 from posthorn.settings import Settings
 from posthorn.store.database import Database
 
@@ -25,6 +27,8 @@ class Services:
     emails: Emails
     senders: Senders
     logs: Logs
+    suppressions: Suppressions
+    relays: Relays
 
     async def close(self) -> None:
         await self.intake.close()
@@ -42,4 +46,6 @@ def build_services(settings: Settings, db: Database | None = None) -> Services:
         emails=Emails(db),
         senders=Senders(db, settings),
         logs=Logs(db),
+        suppressions=Suppressions(db),
+        relays=Relays(db, settings),
     )

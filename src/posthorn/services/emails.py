@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from posthorn.domain.statuses import Status
-from posthorn.errors import InvalidRequest, NotFound
+from posthorn.errors import Conflict, InvalidRequest, NotFound
 from posthorn.store import emails as repo
 from posthorn.store.database import Database
+from posthorn.store.events import insert_events
+from posthorn.store.queue import refresh_email_status
+from posthorn.store.tables import utcnow
+
+MAX_SCHEDULE_AHEAD = timedelta(days=30)
 
 # The seed API lists "delayed" among the status filters; it is our "deferred".
 STATUS_ALIASES = {"delayed": Status.DEFERRED}
@@ -88,6 +93,47 @@ class Emails:
             deliveries = await repo.get_deliveries(conn, email_id)
             events = await repo.get_events(conn, email_id)
         return EmailDetail(email=email, deliveries=deliveries, events=events)
+
+    async def cancel(self, account_id: str, email_id: str) -> EmailDetail:
+        """Cancel what has not been sent yet; 409 when nothing is left to cancel."""
+        now = utcnow()
+        async with self._db.write() as conn:
+            email = await repo.get_email(conn, account_id, email_id)
+            if email is None:
+                raise NotFound(resource="email")
+            cancelled, _ = await repo.cancel_pending(conn, email_id, now)
+            if not cancelled:
+                raise Conflict("not_cancellable", status=email["status"])
+            await insert_events(
+                conn,
+                [
+                    {
+                        "account_id": account_id,
+                        "email_id": email_id,
+                        "type": "cancelled",
+                        "recipient": recipient,
+                        "sender": email["from_email"],
+                        "source": email["source"],
+                        "data": {},
+                        "created_at": now,
+                    }
+                    for recipient in cancelled
+                ],
+            )
+            await refresh_email_status(conn, {email_id: now})
+        return await self.get(account_id, email_id)
+
+    async def reschedule(self, account_id: str, email_id: str, when: datetime) -> EmailDetail:
+        now = utcnow()
+        if when.tzinfo is None or when - now > MAX_SCHEDULE_AHEAD:
+            raise InvalidRequest("schedule_too_far", field="scheduled_at", days=30)
+        async with self._db.write() as conn:
+            email = await repo.get_email(conn, account_id, email_id)
+            if email is None:
+                raise NotFound(resource="email")
+            if not await repo.reschedule(conn, email_id, max(when, now), now):
+                raise Conflict("not_cancellable", status=email["status"])
+        return await self.get(account_id, email_id)
 
 
 def _stats(counts: dict[str, int]) -> list[StatusCount]:

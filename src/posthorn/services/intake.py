@@ -9,30 +9,35 @@ submissions share transactions (group commit); each caller waits for its own com
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.exc import IntegrityError
 
 from posthorn.domain import quotas
 from posthorn.domain.addresses import Address, AddressError, format_address, parse_address
 from posthorn.domain.custom_headers import check_header
 from posthorn.domain.statuses import Status
-from posthorn.errors import InvalidRequest, LimitExceeded, PermissionDenied, PosthornError, TooLarge
+from posthorn.errors import InvalidRequest, PermissionDenied, PosthornError, TooLarge
 from posthorn.mime.compose import Attachment, MessageSpec, compose
 from posthorn.mime.parse import address_list, first, prepend_header, read_headers
+from posthorn.services.admission import Accepted, Outcome, Pending, admit
 from posthorn.services.domains import Domains
 from posthorn.settings import Settings
-from posthorn.store import usage
 from posthorn.store.database import Database
-from posthorn.store.emails import NewEmail, insert_emails
+from posthorn.store.emails import NewEmail
 from posthorn.store.group_commit import GroupCommitter
 from posthorn.store.tables import utcnow
 
 MAX_SUBJECT_CHARS = 998  # RFC 5322 §2.1.1: a line is at most 998 characters
+MAX_SCHEDULE_AHEAD = timedelta(days=30)
+MAX_METADATA_KEYS = 50
+MAX_METADATA_BYTES = 4096
 MAX_TAGS = 20
 MAX_TAG_CHARS = 256
 
@@ -62,6 +67,8 @@ class SendRequest:
     tags: Sequence[Tag] = ()
     api_key_id: str | None = None
     extra_limits: Sequence[quotas.Limit] = ()  # e.g. an SMTP sender's own limits
+    scheduled_at: datetime | None = None
+    metadata: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,30 +85,10 @@ class RawSubmission:
 
 
 @dataclass(frozen=True, slots=True)
-class Accepted:
-    """What the client is told once its email is durably queued."""
-
-    id: str
-    message_id: str
-    from_: str
-    to: tuple[str, ...]
-    status: Status
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
 class Prepared:
     accepted: Accepted
     rows: NewEmail
     sender: Address
-
-
-@dataclass(frozen=True, slots=True)
-class _Pending:
-    """One email waiting for the group commit, with the quotas it must fit in."""
-
-    rows: NewEmail
-    limits: Sequence[quotas.Limit]
 
 
 class Intake:
@@ -109,29 +96,42 @@ class Intake:
         self._db = db
         self._settings = settings
         self._domains = domains
-        self._committer: GroupCommitter[_Pending, PosthornError | None] = GroupCommitter(
+        self._committer: GroupCommitter[Pending, Outcome] = GroupCommitter(
             db,
-            _flush,
+            admit,
             max_batch=settings.intake_batch_size,
             max_wait=settings.intake_batch_wait_ms / 1000,
             name="intake",
         )
 
-    async def submit(self, request: SendRequest) -> Accepted:
+    async def submit(self, request: SendRequest, *, idempotency_key: str | None = None) -> Accepted:
         """Validate, build and durably queue one email.
 
         Raises :class:`InvalidRequest` for a bad field, :class:`PermissionDenied` when the
         From domain is not a verified domain of the account, :class:`LimitExceeded` when a
-        quota is reached (then nothing is queued).
+        quota is reached (then nothing is queued), :class:`Conflict` when the idempotency key
+        was used for a different request. With a key used before for the same request, the
+        first answer comes back and nothing new is queued.
         """
         prepared = self.prepare(request)
         limits = await self._sending_limits(request.account_id, prepared.sender)
-        error = await self._committer.submit(
-            _Pending(prepared.rows, [*limits, *request.extra_limits])
+        idem = (idempotency_key, request_hash(request)) if idempotency_key else None
+        return await self._commit(
+            Pending(prepared.rows, prepared.accepted, [*limits, *request.extra_limits], idem)
         )
-        if error is not None:
-            raise error
-        return prepared.accepted
+
+    async def _commit(self, pending: Pending) -> Accepted:
+        try:
+            outcome = await self._committer.submit(pending)
+        except IntegrityError:
+            if pending.idempotency is None:
+                raise
+            # Another process committed the same key between our look-up and our insert:
+            # its answer is now stored, and a second pass replays it (or says 409).
+            outcome = await self._committer.submit(pending)
+        if isinstance(outcome, PosthornError):
+            raise outcome
+        return outcome
 
     async def submit_raw(self, submission: RawSubmission) -> Accepted:
         """Queue a message that arrived whole (SMTP): checked like any other, sent as written.
@@ -140,12 +140,9 @@ class Intake:
         """
         prepared = self.prepare_raw(submission)
         limits = await self._sending_limits(submission.account_id, prepared.sender)
-        error = await self._committer.submit(
-            _Pending(prepared.rows, [*limits, *submission.extra_limits])
+        return await self._commit(
+            Pending(prepared.rows, prepared.accepted, [*limits, *submission.extra_limits])
         )
-        if error is not None:
-            raise error
-        return prepared.accepted
 
     def prepare_raw(self, submission: RawSubmission, *, now: datetime | None = None) -> Prepared:
         now = now or utcnow()
@@ -248,6 +245,8 @@ class Intake:
             if problem:
                 raise InvalidRequest(problem, field="headers", name=name)
         tags = _check_tags(request.tags)
+        scheduled_at = _check_schedule(request.scheduled_at, now)
+        _check_metadata(request.metadata)
 
         email_id = str(uuid.uuid4())
         message_id = f"{email_id}@{self._settings.hostname}"
@@ -278,50 +277,17 @@ class Intake:
             tags=tags,
             raw=raw,
             now=now,
+            scheduled_at=scheduled_at,
         )
         accepted = Accepted(
             id=email_id,
             message_id=message_id,
             from_=format_address(sender),
             to=tuple(a.email for a in to),
-            status=Status.QUEUED,
+            status=Status.SCHEDULED if scheduled_at else Status.QUEUED,
             created_at=now,
         )
         return Prepared(accepted=accepted, rows=rows, sender=sender)
-
-
-async def _flush(conn: AsyncConnection, batch: Sequence[_Pending]) -> list[PosthornError | None]:
-    """Check each email against its quotas in arrival order, queue those that fit, and count
-    them, all in the one transaction (so a quota is never overrun by a concurrent batch)."""
-    now = utcnow()
-    keys = sorted({quotas.key(limit, now) for item in batch for limit in item.limits})
-    used = await usage.read_counts(conn, keys, lock=True)
-    added: dict[quotas.Key, int] = {}
-    results: list[PosthornError | None] = []
-    accepted: list[NewEmail] = []
-    for item in batch:
-        wanted = len(item.rows.deliveries)
-        exceeded = quotas.check(item.limits, used, wanted, now)
-        if exceeded is not None:
-            results.append(
-                LimitExceeded(
-                    "quota_exceeded",
-                    retry_after=exceeded.retry_after,
-                    label=exceeded.limit.label,
-                    limit=exceeded.limit.limit,
-                )
-            )
-            continue
-        for limit in item.limits:
-            k = quotas.key(limit, now)
-            used[k] = used.get(k, 0) + wanted
-            added[k] = added.get(k, 0) + wanted
-        accepted.append(item.rows)
-        results.append(None)
-    if accepted:
-        await insert_emails(conn, accepted)
-    await usage.increment(conn, added)
-    return results
 
 
 def _address(field_name: str, text: str) -> Address:
@@ -333,6 +299,48 @@ def _address(field_name: str, text: str) -> Address:
 
 def _addresses(field_name: str, items: Sequence[str]) -> tuple[Address, ...]:
     return tuple(_address(f"{field_name}[{i}]", item) for i, item in enumerate(items))
+
+
+def _check_schedule(when: datetime | None, now: datetime) -> datetime | None:
+    """A time to send at, up to 30 days ahead; a time already past means now."""
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        raise InvalidRequest("schedule_invalid", field="scheduled_at")
+    if when - now > MAX_SCHEDULE_AHEAD:
+        raise InvalidRequest("schedule_too_far", field="scheduled_at", days=30)
+    return when if when > now else None
+
+
+def _check_metadata(metadata: dict[str, Any] | None) -> None:
+    if metadata is None:
+        return
+    size = len(json.dumps(metadata, default=str))
+    if len(metadata) > MAX_METADATA_KEYS or size > MAX_METADATA_BYTES:
+        raise InvalidRequest("metadata_too_large", field="metadata", limit=MAX_METADATA_BYTES)
+
+
+def request_hash(request: SendRequest) -> str:
+    """A fingerprint of what was asked, to tell a retried request from a different one."""
+    shape = {
+        "from": request.from_,
+        "to": list(request.to),
+        "cc": list(request.cc),
+        "bcc": list(request.bcc),
+        "reply_to": request.reply_to,
+        "subject": request.subject,
+        "html": request.html,
+        "text": request.text,
+        "headers": request.headers,
+        "tags": [(t.name, t.value) for t in request.tags],
+        "attachments": [
+            (a.filename, a.content_type, hashlib.sha256(a.content).hexdigest())
+            for a in request.attachments
+        ],
+        "scheduled_at": request.scheduled_at.isoformat() if request.scheduled_at else None,
+        "metadata": request.metadata,
+    }
+    return hashlib.sha256(json.dumps(shape, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _check_tags(tags: Sequence[Tag]) -> list[dict[str, str]]:
@@ -355,7 +363,9 @@ def _rows(
     tags: list[dict[str, str]],
     raw: bytes,
     now: datetime,
+    scheduled_at: datetime | None = None,
 ) -> NewEmail:
+    status = Status.SCHEDULED if scheduled_at else Status.QUEUED
     email: dict[str, Any] = {
         "id": email_id,
         "account_id": request.account_id,
@@ -377,9 +387,11 @@ def _rows(
             {"filename": a.filename, "content_type": a.content_type, "size": len(a.content)}
             for a in request.attachments
         ],
-        "status": str(Status.QUEUED),
+        "status": str(status),
         "size": len(raw),
         "raw": raw,
+        "scheduled_at": scheduled_at,
+        "metadata": request.metadata,
         "created_at": now,
         "updated_at": now,
     }
@@ -398,9 +410,9 @@ def _rows(
                     "account_id": request.account_id,
                     "recipient": address.email,
                     "kind": kind,
-                    "status": str(Status.QUEUED),
+                    "status": str(status),
                     "attempts": 0,
-                    "next_attempt_at": now,
+                    "next_attempt_at": scheduled_at or now,
                     "created_at": now,
                     "updated_at": now,
                 }
@@ -413,7 +425,8 @@ def _rows(
                     "recipient": address.email,
                     "sender": sender.email,
                     "source": request.source,
-                    "data": {"source": request.source},
+                    "data": {"source": request.source}
+                    | ({"scheduled_at": scheduled_at.isoformat()} if scheduled_at else {}),
                     "created_at": now,
                 }
             )

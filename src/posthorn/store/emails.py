@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, insert, select
+from sqlalchemy import ColumnElement, and_, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from posthorn.store.events import insert_events
@@ -110,3 +110,52 @@ async def get_events(conn: AsyncConnection, email_id: str) -> list[dict[str, Any
         .order_by(events.c.id)
     )
     return [dict(r._mapping) for r in rows]
+
+
+async def cancel_pending(
+    conn: AsyncConnection, email_id: str, now: datetime
+) -> tuple[list[str], list[str]]:
+    """Cancel the deliveries of an email that have not been tried or are waiting to retry,
+    and are not leased by a worker right now. Returns (cancelled, left alone) recipients."""
+    rows = (
+        await conn.execute(
+            select(
+                deliveries.c.id,
+                deliveries.c.recipient,
+                deliveries.c.status,
+                deliveries.c.lease_token,
+                deliveries.c.account_id,
+            ).where(deliveries.c.email_id == email_id)
+        )
+    ).all()
+    cancellable = [
+        r for r in rows if r.status in ("queued", "scheduled", "deferred") and r.lease_token is None
+    ]
+    if cancellable:
+        await conn.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.id.in_([r.id for r in cancellable]),
+                deliveries.c.lease_token.is_(None),
+            )
+            .values(status="cancelled", next_attempt_at=None, updated_at=now)
+        )
+    kept = [r.recipient for r in rows if r not in cancellable]
+    return [r.recipient for r in cancellable], kept
+
+
+async def reschedule(conn: AsyncConnection, email_id: str, when: datetime, now: datetime) -> int:
+    """Move the scheduled deliveries of an email to ``when``."""
+    result = await conn.execute(
+        update(deliveries)
+        .where(
+            deliveries.c.email_id == email_id,
+            deliveries.c.status == "scheduled",
+            deliveries.c.lease_token.is_(None),
+        )
+        .values(next_attempt_at=when, updated_at=now)
+    )
+    await conn.execute(
+        update(emails).where(emails.c.id == email_id).values(scheduled_at=when, updated_at=now)
+    )
+    return int(result.rowcount)

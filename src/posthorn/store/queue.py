@@ -19,6 +19,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from posthorn.domain.statuses import aggregate
+from posthorn.store import suppressions
 from posthorn.store.events import insert_events
 from posthorn.store.tables import deliveries, emails
 
@@ -55,6 +56,7 @@ class RecordedOutcome:
     event_type: str
     event_data: dict[str, Any]
     now: datetime
+    suppress_reason: str | None = None  # put the recipient on the suppression list
 
 
 async def claim(
@@ -108,6 +110,20 @@ async def load_messages(
         )
     )
     return {row.id: QueuedMessage(row.from_email, row.source, row.raw) for row in rows}
+
+
+async def load_personal_messages(
+    conn: AsyncConnection, delivery_ids: Sequence[int]
+) -> dict[int, bytes]:
+    """Messages made for one recipient (tracking links, unsubscribe URL), by delivery."""
+    if not delivery_ids:
+        return {}
+    rows = await conn.execute(
+        select(deliveries.c.id, deliveries.c.raw).where(
+            deliveries.c.id.in_(list(delivery_ids)), deliveries.c.raw.is_not(None)
+        )
+    )
+    return {int(r.id): r.raw for r in rows}
 
 
 async def extend_leases(
@@ -168,6 +184,17 @@ async def record_outcomes(conn: AsyncConnection, outcomes: Sequence[RecordedOutc
             }
         )
     await insert_events(conn, event_rows)
+    for item, ok in zip(outcomes, recorded, strict=True):
+        if ok and item.suppress_reason is not None:
+            await suppressions.add(
+                conn,
+                account_id=item.account_id,
+                address=item.recipient,
+                reason=item.suppress_reason,
+                detail=item.last_reply,
+                email_id=item.email_id,
+                now=item.now,
+            )
     if touched_emails:
         await refresh_email_status(conn, touched_emails)
     return recorded

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from fastapi import APIRouter, Body, Header, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from posthorn.api.deps import PrincipalDep, ServicesDep, requires
+from posthorn.api.errors import field_path, language_of, status_for
 from posthorn.api.formats import parse_timestamp, timestamp
 from posthorn.domain.permissions import Permission
 from posthorn.domain.statuses import PENDING, Status, label
-from posthorn.errors import InvalidRequest
+from posthorn.errors import InvalidRequest, PosthornError
+from posthorn.messages import render
 from posthorn.mime.compose import Attachment
 from posthorn.services.accounts import Principal
-from posthorn.services.emails import parse_statuses
+from posthorn.services.admission import Accepted
+from posthorn.services.emails import EmailDetail, parse_statuses
 from posthorn.services.intake import SendRequest, Tag
 
 router = APIRouter(prefix="/v1/emails", tags=["emails"])
@@ -54,6 +58,12 @@ class SendEmailIn(BaseModel):
     attachments: list[AttachmentIn] = Field(default_factory=list)
     headers: dict[str, str] = Field(default_factory=dict)
     tags: list[TagIn] = Field(default_factory=list)
+    scheduled_at: datetime | None = Field(
+        None, description="ISO-8601 time (with zone) to send at, up to 30 days ahead."
+    )
+    metadata: dict[str, Any] | None = Field(
+        None, description="Your own key/values, returned in webhooks (≤ 50 keys, 4 KB)."
+    )
 
     _lists = field_validator("to", "cc", "bcc", mode="before")(_as_list)
 
@@ -108,6 +118,13 @@ class EventOut(BaseModel):
     data: dict[str, Any]
 
 
+class BatchOut(BaseModel):
+    data: list[dict[str, Any]]
+    total: int
+    queued: int
+    failed: int
+
+
 class EmailDetailOut(BaseModel):
     id: str
     message_id: str
@@ -123,6 +140,8 @@ class EmailDetailOut(BaseModel):
     headers: dict[str, str]
     attachments: list[dict[str, Any]]
     source: str
+    scheduled_at: str | None
+    metadata: dict[str, Any] | None
     status: str
     created_at: str
     delivered_at: str | None
@@ -140,27 +159,28 @@ def _decode(index: int, attachment: AttachmentIn) -> Attachment:
     )
 
 
-@router.post("", response_model=SendEmailOut, response_model_by_alias=True)
-async def send_email(body: SendEmailIn, svc: ServicesDep, caller: Sender) -> dict[str, Any]:
-    """Send a transactional email to one or more recipients."""
-    accepted = await svc.intake.submit(
-        SendRequest(
-            account_id=caller.account_id,
-            api_key_id=caller.key_id,
-            source="api",
-            from_=body.from_,
-            to=body.to,
-            cc=body.cc,
-            bcc=body.bcc,
-            reply_to=body.reply_to,
-            subject=body.subject,
-            html=body.html,
-            text=body.text,
-            attachments=[_decode(i, a) for i, a in enumerate(body.attachments)],
-            headers=body.headers,
-            tags=[Tag(name=t.name, value=t.value) for t in body.tags],
-        )
+def _request(body: SendEmailIn, caller: Principal) -> SendRequest:
+    return SendRequest(
+        account_id=caller.account_id,
+        api_key_id=caller.key_id,
+        source="api",
+        from_=body.from_,
+        to=body.to,
+        cc=body.cc,
+        bcc=body.bcc,
+        reply_to=body.reply_to,
+        subject=body.subject,
+        html=body.html,
+        text=body.text,
+        attachments=[_decode(i, a) for i, a in enumerate(body.attachments)],
+        headers=body.headers,
+        tags=[Tag(name=t.name, value=t.value) for t in body.tags],
+        scheduled_at=body.scheduled_at,
+        metadata=body.metadata,
     )
+
+
+def _sent(accepted: Accepted) -> dict[str, Any]:
     return {
         "id": accepted.id,
         "from_": accepted.from_,
@@ -168,6 +188,86 @@ async def send_email(body: SendEmailIn, svc: ServicesDep, caller: Sender) -> dic
         "status": str(accepted.status),
         "created_at": timestamp(accepted.created_at),
     }
+
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=255,
+        description="Repeat a request safely: the same key and body within 24 h return the "
+        "first answer; the same key with another body is a 409.",
+    ),
+]
+
+
+@router.post("", response_model=SendEmailOut, response_model_by_alias=True)
+async def send_email(
+    body: SendEmailIn, svc: ServicesDep, caller: Sender, idempotency_key: IdempotencyKey = None
+) -> dict[str, Any]:
+    """Send a transactional email to one or more recipients (or schedule it)."""
+    accepted = await svc.intake.submit(_request(body, caller), idempotency_key=idempotency_key)
+    return _sent(accepted)
+
+
+MAX_BATCH = 500
+
+
+@router.post("/batch", response_model=BatchOut, response_model_by_alias=True)
+async def send_batch(
+    request: Request,
+    body: Annotated[list[dict[str, Any]], Body(max_length=MAX_BATCH)],
+    svc: ServicesDep,
+    caller: Sender,
+    idempotency_key: IdempotencyKey = None,
+) -> dict[str, Any]:
+    """Up to 500 independent emails; each is validated on its own and the answer lists, in
+    order, the email's id and status or the error that refused it."""
+    language = language_of(request)
+
+    async def one(index: int, item: dict[str, Any]) -> dict[str, Any]:
+        key = f"{idempotency_key}#{index}" if idempotency_key else None
+        try:
+            parsed = SendEmailIn.model_validate(item)
+            accepted = await svc.intake.submit(_request(parsed, caller), idempotency_key=key)
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            detail = render(
+                "field_type",
+                language,
+                field=field_path(problem.get("loc", ())),
+                reason=problem.get("msg", "invalid"),
+            )
+            return {"error": {"status": 422, "detail": detail}}
+        except PosthornError as exc:
+            return {"error": {"status": status_for(exc), "detail": exc.message(language)}}
+        return {"id": accepted.id, "status": str(accepted.status)}
+
+    results = await asyncio.gather(*(one(i, item) for i, item in enumerate(body)))
+    return {
+        "data": results,
+        "total": len(results),
+        "queued": sum(1 for r in results if "id" in r),
+        "failed": sum(1 for r in results if "error" in r),
+    }
+
+
+@router.post("/{email_id}/cancel", response_model=EmailDetailOut, response_model_by_alias=True)
+async def cancel_email(email_id: str, svc: ServicesDep, caller: Sender) -> dict[str, Any]:
+    """Cancel a scheduled or still-queued email (409 when it has already gone out)."""
+    return _detail(await svc.emails.cancel(caller.account_id, email_id))
+
+
+class RescheduleIn(BaseModel):
+    scheduled_at: datetime
+
+
+@router.patch("/{email_id}", response_model=EmailDetailOut, response_model_by_alias=True)
+async def reschedule_email(
+    email_id: str, body: RescheduleIn, svc: ServicesDep, caller: Sender
+) -> dict[str, Any]:
+    """Move a scheduled email to another time."""
+    return _detail(await svc.emails.reschedule(caller.account_id, email_id, body.scheduled_at))
 
 
 def time_filter(name: str, value: str | None) -> datetime | None:
@@ -223,7 +323,10 @@ async def list_emails(
 @router.get("/{email_id}", response_model=EmailDetailOut, response_model_by_alias=True)
 async def get_email(email_id: str, svc: ServicesDep, caller: PrincipalDep) -> dict[str, Any]:
     """One email with per-recipient delivery detail and its events."""
-    detail = await svc.emails.get(caller.account_id, email_id)
+    return _detail(await svc.emails.get(caller.account_id, email_id))
+
+
+def _detail(detail: EmailDetail) -> dict[str, Any]:
     email = detail.email
     delivered = [d["delivered_at"] for d in detail.deliveries if d["delivered_at"] is not None]
     return {
@@ -241,6 +344,8 @@ async def get_email(email_id: str, svc: ServicesDep, caller: PrincipalDep) -> di
         "headers": email["headers"],
         "attachments": email["attachments"],
         "source": email["source"],
+        "scheduled_at": timestamp(email["scheduled_at"]),
+        "metadata": email["metadata"],
         "status": label(email["status"]),
         "created_at": timestamp(email["created_at"]),
         "delivered_at": timestamp(max(delivered)) if delivered else None,
