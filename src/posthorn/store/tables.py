@@ -65,6 +65,8 @@ accounts = Table(
     Column("id", String(36), primary_key=True),
     Column("name", String(200), nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),
+    Column("default_sender", String(320)),  # used when a dialect's request names no sender
+    Column("timezone", String(64), nullable=False, default="UTC", server_default="UTC"),
 )
 
 api_keys = Table(
@@ -348,6 +350,124 @@ webhook_attempts = Table(
     Column("error", Text),
     Column("created_at", UtcDateTime(), nullable=False),
     Index("ix_webhook_attempts_webhook", "webhook_id", "created_at"),
+)
+
+
+# Dashboard users: people who log in (the dashboard, BizMail's JWT auth, SMTP portal logins).
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("account_id", String(36), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("username", String(200), nullable=False, unique=True),
+    Column("password_hash", Text, nullable=False),  # argon2id
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+# Refresh tokens rotate; re-using a spent one revokes its whole family (RFC 6819 §5.2.2.3).
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    Column("jti", String(64), primary_key=True),
+    Column("family", String(64), nullable=False),
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
+    Column("used_at", UtcDateTime()),
+    Column("revoked_at", UtcDateTime()),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Index("ix_refresh_tokens_family", "family"),
+)
+
+# A BillionMail "API": a send configuration bound to its own key.
+send_configs = Table(
+    "send_configs",
+    metadata,
+    Column("id", String(40), primary_key=True),  # cfg_…
+    Column("account_id", String(36), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("display", String(40), nullable=False),
+    Column("template_id", String(40)),
+    Column("subject", Text),
+    Column("addresser", String(320)),
+    Column("ip_allowlist", JSON),
+    Column("track_opens", Integer, nullable=False, default=0),
+    Column("track_clicks", Integer, nullable=False, default=0),
+    Column("unsubscribe", Integer, nullable=False, default=0),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Index("ix_send_configs_account", "account_id"),
+)
+
+# Numeric ids for the APIs that show numbers (the v2 form API): one sequence for everything.
+numeric_ids = Table(
+    "numeric_ids",
+    metadata,
+    Column("num_id", BigId, primary_key=True, autoincrement=True),
+    Column("kind", String(20), nullable=False),  # email | list | bulk
+    Column("ref_id", String(40), nullable=False),
+    UniqueConstraint("kind", "ref_id", name="uq_numeric_ids_ref"),
+)
+
+lists = Table(
+    "lists",
+    metadata,
+    Column("id", String(40), primary_key=True),  # lst_…
+    Column("account_id", String(36), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Index("ix_lists_account", "account_id", "created_at"),
+)
+
+contacts = Table(
+    "contacts",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("list_id", String(40), ForeignKey("lists.id", ondelete="CASCADE"), nullable=False),
+    Column("account_id", String(36), nullable=False),
+    Column("email", String(320), nullable=False),  # lower case
+    Column("variables", JSON, nullable=False),
+    Column("status", String(20), nullable=False),  # subscribed | unsubscribed
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    UniqueConstraint("list_id", "email", name="uq_contacts_list_email"),
+    Index("ix_contacts_account_email", "account_id", "email"),
+)
+
+bulk_jobs = Table(
+    "bulk_jobs",
+    metadata,
+    Column("id", String(40), primary_key=True),  # blk_… (the v2 API's uuid)
+    Column("account_id", String(36), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("kind", String(20), nullable=False),  # bulk | personal | list
+    Column("status", String(20), nullable=False),  # queued | running | done | cancelled
+    Column("params", JSON, nullable=False),  # sender, subject, body, tracking, template…
+    Column("list_id", String(40)),
+    Column("total", Integer, nullable=False, default=0),
+    Column("processed", Integer, nullable=False, default=0),
+    Column("next_run_at", UtcDateTime()),  # when the pacer takes the job up next
+    Column("lease_token", String(36)),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Index("ix_bulk_jobs_due", "next_run_at"),
+    Index("ix_bulk_jobs_account", "account_id", "created_at"),
+)
+
+bulk_recipients = Table(
+    "bulk_recipients",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("job_id", String(40), ForeignKey("bulk_jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("variables", JSON),  # per-recipient template data, or subject/message (personal)
+    Column("status", String(20), nullable=False),  # pending | queued | skipped | invalid | failed
+    Column("error", Text),
+    Column("email_id", String(36)),
+    Index("ix_bulk_recipients_job", "job_id", "status", "position"),
 )
 
 
