@@ -1,7 +1,7 @@
 """``posthorn``: the composition root of every process role.
 
-    posthorn serve            web + worker + SMTP, each in its own process
-    posthorn web | worker | smtp   one role, for scale-out on PostgreSQL
+    posthorn serve            web + worker + SMTP + inbound, each in its own process
+    posthorn web | worker | smtp | inbound   one role, for scale-out on PostgreSQL
     posthorn migrate          upgrade the schema
     posthorn send …           queue one email (smoke test)
     posthorn admin …          accounts and API keys
@@ -180,7 +180,26 @@ def cmd_smtp(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
-ROLES = ("web", "worker", "smtp")
+def cmd_inbound(settings: Settings, _args: argparse.Namespace) -> int:
+    from posthorn.inbound.server import run_inbound
+
+    async def main() -> None:
+        db = Database(settings.effective_database_url)
+        await _require_schema(db)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await run_inbound(settings, db, stop=stop)
+        finally:
+            await db.dispose()
+
+    run_async(main())
+    return 0
+
+
+ROLES = ("web", "worker", "smtp", "inbound")
 
 
 def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
@@ -323,10 +342,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("serve", help="run every role (web, worker, smtp)").set_defaults(func=cmd_serve)
+    sub.add_parser("serve", help="run every role (web, worker, smtp, inbound)").set_defaults(func=cmd_serve)
     sub.add_parser("web", help="run the HTTP API").set_defaults(func=cmd_web)
     sub.add_parser("worker", help="run a delivery worker").set_defaults(func=cmd_worker)
     sub.add_parser("smtp", help="run the SMTP submission server").set_defaults(func=cmd_smtp)
+    sub.add_parser("inbound", help="receive bounces and complaints").set_defaults(
+        func=cmd_inbound
+    )
     sub.add_parser("migrate", help="upgrade the database schema").set_defaults(func=cmd_migrate)
 
     send = sub.add_parser("send", help="queue one email")

@@ -50,6 +50,7 @@ def env(tmp_path: Path, database_url: str, sink: SmtpSink, dns: DnsServer) -> di
         "POSTHORN_DATABASE_URL": database_url,
         "POSTHORN_HTTP_PORT": str(free_port()),
         "POSTHORN_SMTP_PORT": str(free_port()),
+        "POSTHORN_INBOUND_PORT": str(free_port()),
         "POSTHORN_HOSTNAME": "mail.posthorn.test",
         "POSTHORN_MX_PORT": str(sink.port),
         "POSTHORN_MX_ALLOW_PRIVATE": "true",

@@ -69,6 +69,11 @@ class SendRequest:
     extra_limits: Sequence[quotas.Limit] = ()  # e.g. an SMTP sender's own limits
     scheduled_at: datetime | None = None
     metadata: dict[str, Any] | None = None
+    track_opens: bool = False
+    track_clicks: bool = False
+    unsubscribe: bool = False  # add List-Unsubscribe (RFC 8058) and {{ unsubscribe_url }}
+    list_id: str | None = None  # the list this email went to: unsubscribes are scoped to it
+    template_id: str | None = None  # recorded only; rendering happens before intake
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,6 +397,9 @@ def _rows(
         "raw": raw,
         "scheduled_at": scheduled_at,
         "metadata": request.metadata,
+        "track_opens": int(request.track_opens),
+        "track_clicks": int(request.track_clicks),
+        "template_id": request.template_id,
         "created_at": now,
         "updated_at": now,
     }
