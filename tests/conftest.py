@@ -12,13 +12,14 @@ import dataclasses
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import uvicorn
+import uvloop
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -33,6 +34,13 @@ from tests.support.dns import DnsServer
 from tests.support.domains import verified_domain
 
 PG_URL = os.environ.get("POSTHORN_TEST_POSTGRES_URL", "")
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """The tests run on uvloop, the event loop every Posthorn process runs on."""
+    return {"uvloop": uvloop.new_event_loop}
 
 
 def free_port() -> int:

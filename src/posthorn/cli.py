@@ -202,11 +202,13 @@ def cmd_inbound(settings: Settings, _args: argparse.Namespace) -> int:
 ROLES = ("web", "worker", "smtp", "inbound")
 
 
-def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     """Migrate, then run every role as a child process until SIGTERM/SIGINT or one dies."""
     run_async(_migrate(settings))
     children = {
-        role: subprocess.Popen([sys.executable, "-m", "posthorn", role])  # noqa: S603
+        role: subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "posthorn", "--log-level", args.log_level, role]
+        )
         for role in ROLES
     }
     log.info(

@@ -7,8 +7,9 @@ from collections import Counter
 
 import pytest
 
+from posthorn.delivery.dns_query import parse_nameserver
 from posthorn.delivery.envelope import Envelope, EnvelopeError, prepare, smtp_path
-from posthorn.delivery.mx import address_problem, order_mx, parse_nameserver, to_a_label
+from posthorn.delivery.mx import address_problem, order_mx, to_a_label
 from posthorn.delivery.session import SmtpTimeouts
 from posthorn.delivery.transport import RelayConfig
 

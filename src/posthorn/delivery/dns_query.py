@@ -5,15 +5,39 @@ has just published a record expects the next check to see it."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 
 import dns.asyncresolver
 import dns.exception
 import dns.nameserver
 import dns.resolver
 
-from posthorn.delivery.mx import parse_nameserver
 from posthorn.domain.dns_records import Observed
 from posthorn.settings import Settings
+
+
+def parse_nameserver(entry: str) -> tuple[str, int]:
+    """``"127.0.0.1:5353"``, ``"[::1]:5353"``, ``"::1"`` or ``"10.0.0.1"`` as (address, port).
+
+    Raises ValueError for anything else: a wrong resolver setting is a start-up error.
+    """
+    text = entry.strip()
+    host, port = text, 53
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep:
+            raise ValueError(f"invalid nameserver {entry!r}")
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"invalid nameserver {entry!r}")
+            port = int(rest[1:])
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+        port = int(port_text)
+    ipaddress.ip_address(host)
+    if not 0 < port < 65536:
+        raise ValueError(f"invalid nameserver port in {entry!r}")
+    return host, port
 
 
 def build_resolver(settings: Settings, *, cache: bool) -> dns.asyncresolver.Resolver:

@@ -24,6 +24,7 @@ import dns.rdtypes.IN.A
 import dns.rdtypes.IN.AAAA
 import dns.resolver
 
+from posthorn.delivery.dns_query import build_resolver
 from posthorn.settings import Settings
 
 # RFC 5321 §5.1 asks for a configurable limit on the MX hosts tried; nobody needs more.
@@ -58,30 +59,6 @@ class DnsFailure:
     permanent: bool
     enhanced_code: str
     suppress: bool = False
-
-
-def parse_nameserver(entry: str) -> tuple[str, int]:
-    """``"127.0.0.1:5353"``, ``"[::1]:5353"``, ``"::1"`` or ``"10.0.0.1"`` as (address, port).
-
-    Raises ValueError for anything else: a wrong resolver setting is a start-up error.
-    """
-    text = entry.strip()
-    host, port = text, 53
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep:
-            raise ValueError(f"invalid nameserver {entry!r}")
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError(f"invalid nameserver {entry!r}")
-            port = int(rest[1:])
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-        port = int(port_text)
-    ipaddress.ip_address(host)
-    if not 0 < port < 65536:
-        raise ValueError(f"invalid nameserver port in {entry!r}")
-    return host, port
 
 
 def address_problem(address: str) -> str | None:
@@ -160,22 +137,25 @@ class MxResolver:
 
     def __init__(self, settings: Settings) -> None:
         self._allow_private = settings.mx_allow_private
-        if settings.dns_nameservers:
-            resolver = dns.asyncresolver.Resolver(configure=False)
-            resolver.nameservers = [
-                dns.nameserver.Do53Nameserver(host, port)
-                for host, port in map(parse_nameserver, settings.dns_nameservers)
-            ]
-        else:
-            resolver = dns.asyncresolver.Resolver(configure=True)
-        resolver.lifetime = settings.dns_timeout
-        resolver.timeout = settings.dns_timeout
         # Bulk sends hit the same few domains over and over; answers are kept for their TTL.
-        resolver.cache = dns.resolver.LRUCache(4096)
-        self._resolver = resolver
+        self._resolver = build_resolver(settings, cache=True)
+        self._in_flight: dict[str, asyncio.Future[Route | DnsFailure]] = {}
 
     async def resolve_destinations(self, domain: str) -> Route | DnsFailure:
-        """The hosts that accept mail for ``domain``, or why there are none."""
+        """The hosts that accept mail for ``domain``, or why there are none.
+
+        Concurrent look-ups of one domain share one query: a burst of mail to one domain
+        would otherwise send hundreds of identical queries before the first answer is cached.
+        """
+        key = domain.lower()
+        pending = self._in_flight.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._resolve(domain))
+            self._in_flight[key] = pending
+            pending.add_done_callback(lambda _: self._in_flight.pop(key, None))
+        return await asyncio.shield(pending)
+
+    async def _resolve(self, domain: str) -> Route | DnsFailure:
         try:
             name = to_a_label(domain)
         except ValueError as exc:

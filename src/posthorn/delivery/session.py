@@ -15,7 +15,7 @@ import contextlib
 import ssl
 import time
 from dataclasses import dataclass, fields, replace
-from typing import Final
+from typing import Final, Protocol, cast
 
 import aiosmtplib
 from aiosmtplib import SMTPResponse
@@ -441,12 +441,14 @@ class SmtpSession:
         protocol = self._protocol()
         transport = self._client.transport
         try:
-            if not isinstance(transport, asyncio.WriteTransport):
+            # Duck-typed on purpose: uvloop's transports are not asyncio.WriteTransport
+            # subclasses, yet they are what production runs on.
+            if transport is None or transport.is_closing():
                 raise aiosmtplib.SMTPServerDisconnected("not connected")
             payload = memoryview(message.payload)
             for offset in range(0, len(payload), _CHUNK):
                 protocol.write(bytes(payload[offset : offset + _CHUNK]))
-                await _drain(protocol, transport, self._timeouts.data_block)
+                await _drain(protocol, cast(_Buffered, transport), self._timeouts.data_block)
             protocol.write(b".\r\n")
         except (aiosmtplib.SMTPException, OSError) as exc:
             self.abort()
@@ -537,8 +539,12 @@ class SmtpSession:
         return protocol
 
 
+class _Buffered(Protocol):
+    def get_write_buffer_size(self) -> int: ...
+
+
 async def _drain(
-    protocol: aiosmtplib.protocol.SMTPProtocol, transport: asyncio.WriteTransport, block: float
+    protocol: aiosmtplib.protocol.SMTPProtocol, transport: _Buffered, block: float
 ) -> None:
     """Wait until the transport's write buffer is empty.
 
