@@ -316,3 +316,11 @@ async def test_openapi_docs_and_health(http: httpx.AsyncClient) -> None:
     assert "/v1/emails" in spec["paths"] and "/v1/emails/{email_id}" in spec["paths"]
     assert (await http.get("/docs")).status_code == 200
     assert (await http.get("/healthz")).json()["status"] == "ok"
+
+
+async def test_metrics_show_the_queue(http: httpx.AsyncClient, account: dict[str, str]) -> None:
+    await send(http, account, to=["a@example.test", "b@example.test"])
+    text = (await http.get("/metrics")).text
+    assert 'posthorn_deliveries{status="queued"} 2' in text
+    assert "posthorn_queue_due 2" in text
+    assert "posthorn_queue_oldest_due_seconds" in text
