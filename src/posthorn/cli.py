@@ -305,6 +305,23 @@ def cmd_create_key(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_create_user(settings: Settings, args: argparse.Namespace) -> int:
+    from posthorn.services.users import Users
+
+    row = _with_db(
+        settings,
+        lambda db: Users(db).create_user(
+            args.account, username=args.username, password=args.password
+        ),
+    )
+    _emit(
+        args,
+        {"id": row.id, "account_id": row.account_id, "username": row.username},
+        f"user {row.username} ({row.id}) created in account {row.account_id}",
+    )
+    return 0
+
+
 def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
     from posthorn.services.container import build_services
     from posthorn.services.intake import SendRequest
@@ -344,13 +361,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("serve", help="run every role (web, worker, smtp, inbound)").set_defaults(func=cmd_serve)
+    sub.add_parser("serve", help="run every role (web, worker, smtp, inbound)").set_defaults(
+        func=cmd_serve
+    )
     sub.add_parser("web", help="run the HTTP API").set_defaults(func=cmd_web)
     sub.add_parser("worker", help="run a delivery worker").set_defaults(func=cmd_worker)
     sub.add_parser("smtp", help="run the SMTP submission server").set_defaults(func=cmd_smtp)
-    sub.add_parser("inbound", help="receive bounces and complaints").set_defaults(
-        func=cmd_inbound
-    )
+    sub.add_parser("inbound", help="receive bounces and complaints").set_defaults(func=cmd_inbound)
     sub.add_parser("migrate", help="upgrade the database schema").set_defaults(func=cmd_migrate)
 
     send = sub.add_parser("send", help="queue one email")
@@ -381,6 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
     key.add_argument("--expires-in-days", type=int)
     key.add_argument("--json", action="store_true")
     key.set_defaults(func=cmd_create_key)
+
+    user = admin.add_parser("create-user", help="create a login (dashboard, BizMail API, SMTP)")
+    user.add_argument("--account", required=True)
+    user.add_argument("--username", required=True)
+    user.add_argument("--password", required=True)
+    user.add_argument("--json", action="store_true")
+    user.set_defaults(func=cmd_create_user)
     return parser
 
 

@@ -260,6 +260,38 @@ def test_cli_send_and_graceful_stop(
     assert server.wait(timeout=30) == 0
 
 
+def test_cli_creates_users(env: dict[str, str]) -> None:
+    assert posthorn(env, "migrate").returncode == 0
+    account = json_out(posthorn(env, "admin", "create-account", "acme", "--json"))
+    user = json_out(
+        posthorn(
+            env,
+            "admin",
+            "create-user",
+            "--account",
+            account["id"],
+            "--username",
+            "Ops",
+            "--password",
+            "long enough pass",
+            "--json",
+        )
+    )
+    assert user["username"] == "ops" and user["account_id"] == account["id"]
+    again = posthorn(
+        env,
+        "admin",
+        "create-user",
+        "--account",
+        account["id"],
+        "--username",
+        "ops",
+        "--password",
+        "long enough pass",
+    )
+    assert again.returncode == 2 and again.stdout == ""
+
+
 def test_cli_reports_errors_clearly(env: dict[str, str]) -> None:
     assert posthorn(env, "migrate").returncode == 0
     bad = posthorn(env, "admin", "create-key", "--account", "nope", "--name", "k", "--json")

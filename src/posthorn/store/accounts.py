@@ -44,7 +44,11 @@ async def insert_account(conn: AsyncConnection, row: AccountRow) -> None:
 
 
 async def get_account(conn: AsyncConnection, account_id: str) -> AccountRow | None:
-    result = await conn.execute(select(accounts.c.id, accounts.c.name, accounts.c.created_at).where(accounts.c.id == account_id))
+    result = await conn.execute(
+        select(accounts.c.id, accounts.c.name, accounts.c.created_at).where(
+            accounts.c.id == account_id
+        )
+    )
     found = result.first()
     return AccountRow(**found._mapping) if found else None
 
