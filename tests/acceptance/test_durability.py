@@ -27,7 +27,7 @@ from tests.support.dns import DnsServer
 from tests.support.domains import publish
 from tests.support.sink import ReceivedMessage, SmtpSink
 
-TOTAL = 1500  # emails submitted across the crashes
+TOTAL = 3000  # submissions attempted across the crashes
 KILLS = 3
 
 
