@@ -17,8 +17,10 @@ from posthorn.delivery.transport import SmtpDeliverer
 from posthorn.services.container import Services
 from posthorn.services.relays import Relays
 from posthorn.services.signing import DkimSigner
+from posthorn.settings import Settings
 from posthorn.store.tables import emails, suppressions
 from posthorn.worker import Worker
+from tests.conftest import make_settings
 from tests.support.dns import DnsServer
 from tests.support.sink import SmtpSink
 
@@ -30,12 +32,24 @@ MESSAGE: dict[str, Any] = {
 }
 
 
+PUBLIC_URL = "https://mail.posthorn.test"
+
+
 def h(account: dict[str, str], permission: str = "full_access") -> dict[str, str]:
     return {"X-API-KEY": account[permission]}
 
 
 def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str, dns: DnsServer) -> Settings:
+    # One-click unsubscribe needs an https URL (RFC 8058 §3.1); the test client maps it onto
+    # the live server.
+    return make_settings(
+        tmp_path, database_url, dns_nameservers=[dns.nameserver], public_url=PUBLIC_URL
+    )
 
 
 @pytest.fixture
@@ -69,13 +83,17 @@ async def test_scheduled_email_waits_moves_and_goes(
     http: httpx.AsyncClient, account: dict[str, str], services: Services, sink: SmtpSink
 ) -> None:
     later = datetime.now(UTC) + timedelta(hours=2)
-    sent = await http.post("/v1/emails", json={**MESSAGE, "scheduled_at": iso(later)}, headers=h(account))
+    sent = await http.post(
+        "/v1/emails", json={**MESSAGE, "scheduled_at": iso(later)}, headers=h(account)
+    )
     assert sent.status_code == 200 and sent.json()["status"] == "scheduled"
     email_id = sent.json()["id"]
     await deliver_due(services, sink)
     assert sink.messages == []
     detail = (await http.get(f"/v1/emails/{email_id}", headers=h(account))).json()
-    assert detail["status"] == "Scheduled" and detail["scheduled_at"] == iso(later).replace("Z", ".000000Z")
+    assert detail["status"] == "Scheduled" and detail["scheduled_at"] == iso(later).replace(
+        "Z", ".000000Z"
+    )
 
     moved = await http.patch(
         f"/v1/emails/{email_id}", json={"scheduled_at": iso(datetime.now(UTC))}, headers=h(account)
@@ -90,13 +108,16 @@ async def test_scheduled_email_waits_moves_and_goes(
 
 
 @pytest.mark.parametrize(
-    "when", [timedelta(days=31), "2026-11-24T10:00:00", "tomorrow"],
+    "when",
+    [timedelta(days=31), "2026-11-24T10:00:00", "tomorrow"],
 )
 async def test_bad_schedules_are_422(
     http: httpx.AsyncClient, account: dict[str, str], when: timedelta | str
 ) -> None:
     value = iso(datetime.now(UTC) + when) if isinstance(when, timedelta) else when
-    response = await http.post("/v1/emails", json={**MESSAGE, "scheduled_at": value}, headers=h(account))
+    response = await http.post(
+        "/v1/emails", json={**MESSAGE, "scheduled_at": value}, headers=h(account)
+    )
     assert response.status_code == 422 and "scheduled_at" in response.json()["detail"]
 
 
@@ -104,7 +125,9 @@ async def test_cancel_stops_a_scheduled_email(
     http: httpx.AsyncClient, account: dict[str, str], services: Services, sink: SmtpSink
 ) -> None:
     later = iso(datetime.now(UTC) + timedelta(minutes=30))
-    email_id = (await http.post("/v1/emails", json={**MESSAGE, "scheduled_at": later}, headers=h(account))).json()["id"]
+    email_id = (
+        await http.post("/v1/emails", json={**MESSAGE, "scheduled_at": later}, headers=h(account))
+    ).json()["id"]
     cancelled = await http.post(f"/v1/emails/{email_id}/cancel", headers=h(account))
     assert cancelled.status_code == 200
     body = cancelled.json()
@@ -157,7 +180,9 @@ async def test_batch_answers_each_item_in_order(
     results = body["data"]
     assert "id" in results[0] and "id" in results[4]
     assert results[1]["error"]["status"] == 422 and "to[0]" in results[1]["error"]["detail"]
-    assert results[2]["error"]["status"] == 403 and "unverified.test" in results[2]["error"]["detail"]
+    assert (
+        results[2]["error"]["status"] == 403 and "unverified.test" in results[2]["error"]["detail"]
+    )
     assert results[3]["error"]["status"] == 422
     assert await email_count(services) == 2
     too_many = await http.post("/v1/emails/batch", json=[MESSAGE] * 501, headers=h(account))
@@ -175,7 +200,9 @@ async def test_suppressed_recipients_are_rejected_at_intake(
     assert listed["total"] == 1 and listed["data"][0]["address"] == "blocked@example.test"
 
     sent = await http.post(
-        "/v1/emails", json={**MESSAGE, "to": ["blocked@example.test", "ok@example.test"]}, headers=h(account)
+        "/v1/emails",
+        json={**MESSAGE, "to": ["blocked@example.test", "ok@example.test"]},
+        headers=h(account),
     )
     assert sent.status_code == 200
     detail = (await http.get(f"/v1/emails/{sent.json()['id']}", headers=h(account))).json()
@@ -192,8 +219,12 @@ async def test_suppressed_recipients_are_rejected_at_intake(
     assert only_blocked.json()["status"] == "rejected"
     lifted = await http.delete("/v1/suppressions/blocked@example.test", headers=h(account))
     assert lifted.status_code == 200
-    assert (await http.delete("/v1/suppressions/blocked@example.test", headers=h(account))).status_code == 404
-    again = await http.post("/v1/emails", json={**MESSAGE, "to": ["blocked@example.test"]}, headers=h(account))
+    assert (
+        await http.delete("/v1/suppressions/blocked@example.test", headers=h(account))
+    ).status_code == 404
+    again = await http.post(
+        "/v1/emails", json={**MESSAGE, "to": ["blocked@example.test"]}, headers=h(account)
+    )
     assert again.json()["status"] == "queued"
 
 
@@ -203,13 +234,17 @@ async def test_hard_bounces_suppress_but_policy_blocks_do_not(
     await http.post("/v1/emails", json={**MESSAGE, "to": ["gone@example.test"]}, headers=h(account))
     sink.fail_next(stage="rcpt", code=550, message="5.1.1 <gone@example.test>: user unknown")
     await deliver_due(services, sink)
-    await http.post("/v1/emails", json={**MESSAGE, "to": ["blocked-ip@example.test"]}, headers=h(account))
+    await http.post(
+        "/v1/emails", json={**MESSAGE, "to": ["blocked-ip@example.test"]}, headers=h(account)
+    )
     sink.fail_next(stage="rcpt", code=554, message="5.7.1 Service unavailable; client host blocked")
     await deliver_due(services, sink)
     async with services.db.read() as conn:
         rows = (await conn.execute(select(suppressions.c.address, suppressions.c.reason))).all()
     assert [tuple(r) for r in rows] == [("gone@example.test", "bounce")]
-    later = await http.post("/v1/emails", json={**MESSAGE, "to": ["gone@example.test"]}, headers=h(account))
+    later = await http.post(
+        "/v1/emails", json={**MESSAGE, "to": ["gone@example.test"]}, headers=h(account)
+    )
     assert later.json()["status"] == "rejected"
     suppression_events = (await http.get("/v1/logs?action=bounced", headers=h(account))).json()
     assert suppression_events["total"] == 2
@@ -227,13 +262,24 @@ async def test_a_recipient_suppressed_after_queueing_is_not_sent_to(
 
 
 async def test_an_accounts_default_relay_carries_its_mail(
-    http: httpx.AsyncClient, account: dict[str, str], services: Services, sink: SmtpSink, tmp_path: Path
+    http: httpx.AsyncClient,
+    account: dict[str, str],
+    services: Services,
+    sink: SmtpSink,
+    tmp_path: Path,
 ) -> None:
     with SmtpSink(starttls=True, auth={"apikey": "relay-secret"}) as relay:
         created = await http.post(
             "/v1/relays",
-            json={"name": "provider", "host": "127.0.0.1", "port": relay.port, "tls": "starttls",
-                  "username": "apikey", "password": "relay-secret", "is_default": True},
+            json={
+                "name": "provider",
+                "host": "127.0.0.1",
+                "port": relay.port,
+                "tls": "starttls",
+                "username": "apikey",
+                "password": "relay-secret",
+                "is_default": True,
+            },
             headers=h(account),
         )
         assert created.status_code == 200, created.text
@@ -248,10 +294,96 @@ async def test_an_accounts_default_relay_carries_its_mail(
         assert message.authenticated_as == "apikey" and message.tls
         assert sink.messages == []
 
-        await http.patch(f"/v1/relays/{shown['id']}", json={"is_default": False}, headers=h(account))
+        await http.patch(
+            f"/v1/relays/{shown['id']}", json={"is_default": False}, headers=h(account)
+        )
         await http.post("/v1/emails", json=MESSAGE, headers=h(account))
         await deliver_due(services, sink)
         assert len(sink.messages) == 1 and len(relay.messages) == 1
-        denied = await http.post("/v1/relays", json={"name": "x", "host": "h"}, headers=h(account, "sending_access"))
+        denied = await http.post(
+            "/v1/relays", json={"name": "x", "host": "h"}, headers=h(account, "sending_access")
+        )
         assert denied.status_code == 403
-        assert (await http.delete(f"/v1/relays/{shown['id']}", headers=h(account))).status_code == 200
+        assert (
+            await http.delete(f"/v1/relays/{shown['id']}", headers=h(account))
+        ).status_code == 200
+
+
+async def test_template_tracking_and_unsubscribe_end_to_end(
+    http: httpx.AsyncClient,
+    account: dict[str, str],
+    services: Services,
+    sink: SmtpSink,
+    dns: DnsServer,
+) -> None:
+    import email
+    import email.policy
+    import re
+
+    from tests.support.dkim_check import dkim_verifies
+
+    template = await http.post(
+        "/v1/templates",
+        json={
+            "name": "welcome",
+            "subject": "Welcome, {{ name }}",
+            "html": '<p>Hi {{ name }}, <a href="https://acme.test/start?a=1&amp;b=2">start</a>'
+            ' or <a href="{{ unsubscribe_url }}">unsubscribe</a></p>',
+            "text": "Hi {{ name }}",
+        },
+        headers=h(account),
+    )
+    assert template.status_code == 200, template.text
+    template_id = template.json()["id"]
+    missing = await http.post(
+        "/v1/emails",
+        json={**MESSAGE, "template_id": template_id, "template_data": {}},
+        headers=h(account),
+    )
+    assert missing.status_code == 422 and "name" in missing.json()["detail"]
+
+    sent = await http.post(
+        "/v1/emails",
+        json={
+            "from": "hello@acme.test",
+            "to": ["user@example.test"],
+            "template_id": template_id,
+            "template_data": {"name": "Lan"},
+            "track_opens": True,
+            "track_clicks": True,
+            "unsubscribe": True,
+        },
+        headers=h(account),
+    )
+    assert sent.status_code == 200, sent.text
+    await deliver_due(services, sink)
+    (received,) = sink.messages
+    assert dkim_verifies(received.data, dns)
+    message = email.message_from_bytes(received.data, policy=email.policy.default)
+    assert message["Subject"] == "Welcome, Lan"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    signature = message["DKIM-Signature"].replace("\r\n", "").replace(" ", "")
+    assert "List-Unsubscribe:List-Unsubscribe-Post" in signature
+    html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    click = re.search(r'href="(https://[^"]+/t/c/[^"]+)"', html)
+    pixel = re.search(r'src="(https://[^"]+/t/o/[^"]+)"', html)
+    assert click and pixel and "acme.test/start" not in html.split("unsubscribe")[0]
+
+    base = str(http.base_url).rstrip("/")
+    followed = await http.get(click.group(1).replace(PUBLIC_URL, base))
+    assert followed.status_code == 302
+    assert followed.headers["location"] == "https://acme.test/start?a=1&b=2"
+    opened = await http.get(pixel.group(1).replace(PUBLIC_URL, base))
+    assert opened.status_code == 200 and opened.headers["content-type"] == "image/gif"
+    unsubscribe_url = message["List-Unsubscribe"].split(",")[0].strip(" <>")
+    done = await http.post(
+        unsubscribe_url.replace(PUBLIC_URL, base),
+        content=b"List-Unsubscribe=One-Click",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert done.status_code == 200
+    detail = (await http.get(f"/v1/emails/{sent.json()['id']}", headers=h(account))).json()
+    kinds = [e["type"] for e in detail["events"]]
+    assert {"delivered", "clicked", "opened", "unsubscribed"} <= set(kinds)
+    again = await http.post("/v1/emails", json=MESSAGE, headers=h(account))
+    assert again.json()["status"] == "rejected"  # now on the suppression list

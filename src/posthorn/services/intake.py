@@ -9,6 +9,7 @@ submissions share transactions (group commit); each caller waits for its own com
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import uuid
@@ -26,8 +27,11 @@ from posthorn.domain.statuses import Status
 from posthorn.errors import InvalidRequest, PermissionDenied, PosthornError, TooLarge
 from posthorn.mime.compose import Attachment, MessageSpec, compose
 from posthorn.mime.parse import address_list, first, prepend_header, read_headers
+from posthorn.mime.tracking import personalise
 from posthorn.services.admission import Accepted, Outcome, Pending, admit
 from posthorn.services.domains import Domains
+from posthorn.services.templates import Templates
+from posthorn.services.tracking import tracking_for
 from posthorn.settings import Settings
 from posthorn.store.database import Database
 from posthorn.store.emails import NewEmail
@@ -36,6 +40,7 @@ from posthorn.store.tables import utcnow
 
 MAX_SUBJECT_CHARS = 998  # RFC 5322 §2.1.1: a line is at most 998 characters
 MAX_SCHEDULE_AHEAD = timedelta(days=30)
+UNSUBSCRIBE_PLACEHOLDER = "{{ unsubscribe_url }}"
 MAX_METADATA_KEYS = 50
 MAX_METADATA_BYTES = 4096
 MAX_TAGS = 20
@@ -73,7 +78,8 @@ class SendRequest:
     track_clicks: bool = False
     unsubscribe: bool = False  # add List-Unsubscribe (RFC 8058) and {{ unsubscribe_url }}
     list_id: str | None = None  # the list this email went to: unsubscribes are scoped to it
-    template_id: str | None = None  # recorded only; rendering happens before intake
+    template_id: str | None = None  # subject, html and text come from this template…
+    template_data: dict[str, Any] | None = None  # …rendered with these variables
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,10 +103,17 @@ class Prepared:
 
 
 class Intake:
-    def __init__(self, db: Database, settings: Settings, domains: Domains) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        domains: Domains,
+        templates: Templates | None = None,
+    ) -> None:
         self._db = db
         self._settings = settings
         self._domains = domains
+        self._templates = templates
         self._committer: GroupCommitter[Pending, Outcome] = GroupCommitter(
             db,
             admit,
@@ -118,9 +131,10 @@ class Intake:
         was used for a different request. With a key used before for the same request, the
         first answer comes back and nothing new is queued.
         """
+        idem = (idempotency_key, request_hash(request)) if idempotency_key else None
+        request = await self._render_template(request)
         prepared = self.prepare(request)
         limits = await self._sending_limits(request.account_id, prepared.sender)
-        idem = (idempotency_key, request_hash(request)) if idempotency_key else None
         return await self._commit(
             Pending(prepared.rows, prepared.accepted, [*limits, *request.extra_limits], idem)
         )
@@ -216,6 +230,51 @@ class Intake:
         )
         return Prepared(accepted=accepted, rows=rows, sender=sender)
 
+    def _personalise(
+        self,
+        request: SendRequest,
+        spec: MessageSpec,
+        email_id: str,
+        recipients: Sequence[Address],
+    ) -> dict[str, bytes]:
+        """One message per recipient when it carries tracking links or an unsubscribe URL
+        of its own; otherwise every recipient gets the email's message (an empty map)."""
+        if not (request.track_opens or request.track_clicks or request.unsubscribe):
+            return {}
+        personal: dict[str, bytes] = {}
+        for address in recipients:
+            if address.email in personal:
+                continue
+            plan = tracking_for(
+                self._settings,
+                account_id=request.account_id,
+                email_id=email_id,
+                recipient=address.email,
+                track_opens=request.track_opens,
+                track_clicks=request.track_clicks,
+                unsubscribe=request.unsubscribe,
+                list_id=request.list_id,
+            )
+            personal[address.email] = compose(
+                personalise(spec, html_rewrite=plan.html_rewrite, unsubscribe=plan.unsubscribe)
+            )
+        return personal
+
+    async def _render_template(self, request: SendRequest) -> SendRequest:
+        """A request naming a template gets its subject and bodies from it."""
+        if request.template_id is None:
+            return request
+        if self._templates is None:
+            raise InvalidRequest(field="template_id")
+        data = dict(request.template_data or {})
+        if request.unsubscribe:
+            # Left as a placeholder: each recipient's own URL goes in when it is personalised.
+            data.setdefault("unsubscribe_url", UNSUBSCRIBE_PLACEHOLDER)
+        rendered = await self._templates.render(request.account_id, request.template_id, data)
+        return dataclasses.replace(
+            request, subject=rendered.subject, html=rendered.html, text=rendered.text
+        )
+
     async def _sending_limits(self, account_id: str, sender: Address) -> list[quotas.Limit]:
         domain = await self._domains.sending_domain(account_id, sender.domain)
         if domain is None:
@@ -243,6 +302,8 @@ class Intake:
         if not request.html and not request.text:
             raise InvalidRequest("body_required", field="html")
         subject = request.subject
+        if not subject.strip():
+            raise InvalidRequest("field_required", field="subject")
         if len(subject) > MAX_SUBJECT_CHARS or any(c in subject for c in "\r\n\x00"):
             raise InvalidRequest("subject_invalid", field="subject")
         for name, value in request.headers.items():
@@ -255,23 +316,23 @@ class Intake:
 
         email_id = str(uuid.uuid4())
         message_id = f"{email_id}@{self._settings.hostname}"
-        raw = compose(
-            MessageSpec(
-                from_address=sender,
-                to=to,
-                cc=cc,
-                reply_to=reply_to,
-                subject=subject,
-                message_id=message_id,
-                date=now,
-                html=request.html,
-                text=request.text,
-                attachments=tuple(request.attachments),
-                headers=tuple(request.headers.items()),
-            )
+        spec = MessageSpec(
+            from_address=sender,
+            to=to,
+            cc=cc,
+            reply_to=reply_to,
+            subject=subject,
+            message_id=message_id,
+            date=now,
+            html=request.html,
+            text=request.text,
+            attachments=tuple(request.attachments),
+            headers=tuple(request.headers.items()),
         )
+        raw = compose(spec)
         if len(raw) > self._settings.max_message_bytes:
             raise TooLarge(limit=self._settings.max_message_bytes)
+        personal = self._personalise(request, spec, email_id, (*to, *cc, *bcc))
         rows = _rows(
             email_id=email_id,
             message_id=message_id,
@@ -283,6 +344,7 @@ class Intake:
             raw=raw,
             now=now,
             scheduled_at=scheduled_at,
+            personal=personal,
         )
         accepted = Accepted(
             id=email_id,
@@ -344,6 +406,8 @@ def request_hash(request: SendRequest) -> str:
         ],
         "scheduled_at": request.scheduled_at.isoformat() if request.scheduled_at else None,
         "metadata": request.metadata,
+        "template": [request.template_id, request.template_data],
+        "tracking": [request.track_opens, request.track_clicks, request.unsubscribe],
     }
     return hashlib.sha256(json.dumps(shape, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -369,8 +433,10 @@ def _rows(
     raw: bytes,
     now: datetime,
     scheduled_at: datetime | None = None,
+    personal: dict[str, bytes] | None = None,
 ) -> NewEmail:
     status = Status.SCHEDULED if scheduled_at else Status.QUEUED
+    personal = personal or {}
     email: dict[str, Any] = {
         "id": email_id,
         "account_id": request.account_id,
@@ -421,6 +487,7 @@ def _rows(
                     "status": str(status),
                     "attempts": 0,
                     "next_attempt_at": scheduled_at or now,
+                    "raw": personal.get(address.email),
                     "created_at": now,
                     "updated_at": now,
                 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -25,7 +26,7 @@ ACTIONS: dict[str, tuple[str, ...]] = {
     "queued": ("queued",),
 }
 LOG_TYPES = tuple(sorted({t for types in ACTIONS.values() for t in types}))
-SOURCES = ("api", "smtp", "cli")
+SOURCE_SHAPE = re.compile(r"^[a-z0-9_-]{1,10}$")  # api, smtp, cli, or a dialect's name
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +53,7 @@ def parse_sources(text: str | None) -> tuple[str, ...]:
         return ()
     sources = tuple(p.strip().lower() for p in text.split(",") if p.strip())
     for source in sources:
-        if source not in SOURCES:
+        if not SOURCE_SHAPE.match(source):
             raise InvalidRequest("invalid_filter", field="source", value=source[:40])
     return sources
 

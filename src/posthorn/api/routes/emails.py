@@ -49,9 +49,19 @@ class SendEmailIn(BaseModel):
 
     from_: str = Field(alias="from", description='"Name <email@domain.com>" or "email@domain.com"')
     to: list[str] = Field(description="Recipient addresses.")
-    subject: str
+    subject: str = ""
     html: str | None = None
     text: str | None = None
+    template_id: str | None = Field(
+        None, description="Take subject, html and text from this template instead."
+    )
+    template_data: dict[str, Any] | None = Field(None, description="The template's variables.")
+    track_opens: bool = Field(False, description="Count opens with a 1×1 image.")
+    track_clicks: bool = Field(False, description="Count clicks through redirecting links.")
+    unsubscribe: bool = Field(
+        False,
+        description="Add one-click List-Unsubscribe (RFC 8058) and {{ unsubscribe_url }}.",
+    )
     cc: list[str] = Field(default_factory=list)
     bcc: list[str] = Field(default_factory=list)
     reply_to: str | None = None
@@ -177,6 +187,11 @@ def _request(body: SendEmailIn, caller: Principal) -> SendRequest:
         tags=[Tag(name=t.name, value=t.value) for t in body.tags],
         scheduled_at=body.scheduled_at,
         metadata=body.metadata,
+        template_id=body.template_id,
+        template_data=body.template_data,
+        track_opens=body.track_opens,
+        track_clicks=body.track_clicks,
+        unsubscribe=body.unsubscribe,
     )
 
 
