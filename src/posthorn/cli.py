@@ -131,28 +131,43 @@ def cmd_web(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
+    """Deliveries, webhook dispatch and paced bulk jobs: everything that works the queue."""
+    from posthorn.bulk_runner import run_bulk
     from posthorn.delivery.transport import SmtpDeliverer
-    from posthorn.services.relays import Relays
+    from posthorn.services.container import build_services
     from posthorn.services.signing import DkimSigner
+    from posthorn.webhooks.dispatcher import run_dispatcher
     from posthorn.worker import Worker
 
     async def main() -> None:
-        db = Database(settings.effective_database_url)
+        services = build_services(settings)
+        db = services.db
         await _require_schema(db)
         worker = Worker(
             db,
             settings,
             SmtpDeliverer(settings),
             DkimSigner(db, settings),
-            relays=Relays(db, settings),
+            relays=services.relays,
             make_deliverer=SmtpDeliverer,
         )
+        stop = asyncio.Event()
+
+        def on_signal() -> None:
+            stop.set()
+            worker.stop()
+
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, worker.stop)
+            loop.add_signal_handler(sig, on_signal)
         try:
-            await worker.run()
+            await asyncio.gather(
+                worker.run(),
+                run_dispatcher(settings, db, stop=stop),
+                run_bulk(settings, services, stop=stop),
+            )
         finally:
+            await services.close()
             await db.dispose()
 
     run_async(main())
