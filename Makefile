@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv run test test-fast check docs format bench system-deps clean
+.PHONY: help venv node-deps run test test-fast check docs format bench system-deps clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -25,10 +25,13 @@ run: $(STAMP)  ## migrate and start API + worker on SQLite (./data)
 system-deps:  ## install the Debian packages the tests need (only what is missing)
 	scripts/system-deps.sh
 
-test: $(STAMP) system-deps  ## the whole suite, on SQLite and on a throwaway PostgreSQL
+node-deps:  ## install Nodemailer for the SMTP client tests
+	scripts/node-deps.sh
+
+test: $(STAMP) system-deps node-deps  ## the whole suite, on SQLite and on a throwaway PostgreSQL
 	scripts/with-postgres.sh $(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-test-fast: $(STAMP)  ## the suite on SQLite only
+test-fast: $(STAMP) node-deps  ## the suite on SQLite only (needs `make system-deps` once)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 check: $(STAMP)  ## ruff, ruff format --check, mypy --strict
@@ -46,6 +49,7 @@ format: $(STAMP)  ## apply ruff's fixes and formatting
 bench: $(STAMP)  ## throughput benchmarks (print figures)
 	scripts/system-deps.sh bench
 	POSTHORN_PG_FSYNC=on scripts/with-postgres.sh $(BIN)/python bench/bench_throughput.py
+	POSTHORN_PG_FSYNC=on scripts/with-postgres.sh $(BIN)/python bench/bench_smtp.py
 
 clean:  ## remove the virtualenv and local data
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -110,6 +110,56 @@ CATALOG: dict[str, dict[str, str]] = {
         "en": "password: must be at least {minimum} characters",
         "vi": "password: phải có ít nhất {minimum} ký tự",
     },
+    "login_invalid": {
+        "en": "Invalid username or password",
+        "vi": "Tên đăng nhập hoặc mật khẩu không đúng",
+    },
+    "token_missing": {
+        "en": "Missing access token (Authorization: Bearer <token>)",
+        "vi": "Thiếu access token (Authorization: Bearer <token>)",
+    },
+    "token_invalid": {
+        "en": "Invalid, expired or revoked access token",
+        "vi": "Access token không hợp lệ, đã hết hạn hoặc đã bị thu hồi",
+    },
+    "refresh_invalid": {
+        "en": "Invalid, expired, revoked or already used refresh token",
+        "vi": "Refresh token không hợp lệ, đã hết hạn, đã bị thu hồi hoặc đã được sử dụng",
+    },
+    "username_invalid": {
+        "en": "username: 1 to {limit} characters, letters, digits and . _ @ + - "
+        "(starting with a letter or digit); 'apikey' is reserved",
+        "vi": "username: từ 1 đến {limit} ký tự gồm chữ, số và . _ @ + - "
+        "(bắt đầu bằng chữ hoặc số); 'apikey' là tên dành riêng",
+    },
+    "username_taken": {
+        "en": "The username {username} is already taken",
+        "vi": "Tên đăng nhập {username} đã được sử dụng",
+    },
+    "form_required": {
+        "en": "The request body must be multipart/form-data",
+        "vi": "Body của request phải là multipart/form-data",
+    },
+    "form_invalid": {
+        "en": "The form data cannot be read: {reason}",
+        "vi": "Không đọc được dữ liệu form: {reason}",
+    },
+    "flag_invalid": {
+        "en": "{field}: must be 1, 0, true or false",
+        "vi": "{field}: phải là 1, 0, true hoặc false",
+    },
+    "file_required": {
+        "en": "{field}: must be a file upload",
+        "vi": "{field}: phải là một file tải lên",
+    },
+    "content_type_invalid": {
+        "en": "{field}: '{value}' is not a valid content type",
+        "vi": "{field}: '{value}' không phải content type hợp lệ",
+    },
+    "text_invalid": {
+        "en": "{field}: the file is not UTF-8 text",
+        "vi": "{field}: file không phải văn bản UTF-8",
+    },
     "sender_domain_mismatch": {
         "en": "account: the address must be on the domain {domain}",
         "vi": "account: địa chỉ phải thuộc tên miền {domain}",
@@ -146,9 +196,91 @@ CATALOG: dict[str, dict[str, str]] = {
     "conflict": {"en": "Conflict", "vi": "Xung đột dữ liệu"},
     "limit_exceeded": {"en": "Limit exceeded", "vi": "Vượt quá giới hạn"},
     "internal": {"en": "Internal server error", "vi": "Lỗi máy chủ nội bộ"},
+    "no_default_sender": {
+        "en": "{field}: no sender given, and the account has neither a default sender nor a "
+        "sender to use instead",
+        "vi": "{field}: không có người gửi, và tài khoản không có người gửi mặc định hay "
+        "sender nào để dùng thay",
+    },
+    "no_sending_provider": {
+        "en": "Nothing can send from {domain}: it is not a verified domain of this account "
+        "and no default relay is configured",
+        "vi": "Không thể gửi từ {domain}: tên miền chưa được xác minh trong tài khoản này "
+        "và chưa cấu hình relay mặc định",
+    },
+    "template_unknown": {
+        "en": "{field}: there is no template '{value}' in this account",
+        "vi": "{field}: không có template '{value}' trong tài khoản này",
+    },
+    "batch_too_large": {
+        "en": "{field}: at most {limit} items, not {count}",
+        "vi": "{field}: tối đa {limit} phần tử, không phải {count}",
+    },
+    "batch_empty": {
+        "en": "{field}: at least one item is required",
+        "vi": "{field}: cần ít nhất một phần tử",
+    },
+    "recipient_suppressed": {
+        "en": "{value} is on the suppression list: nothing was sent",
+        "vi": "{value} nằm trong danh sách chặn gửi: không có thư nào được gửi",
+    },
     "invalid_filter": {
         "en": "{field}: '{value}' is not a valid filter value",
         "vi": "{field}: '{value}' không phải giá trị lọc hợp lệ",
+    },
+    "template_syntax": {
+        "en": "{field}: template syntax error at line {line}, column {column}: {reason}",
+        "vi": "{field}: lỗi cú pháp template tại dòng {line}, cột {column}: {reason}",
+    },
+    "template_syntax_line": {
+        "en": "{field}: template syntax error at line {line} (column unknown): {reason}",
+        "vi": "{field}: lỗi cú pháp template tại dòng {line} (không rõ cột): {reason}",
+    },
+    "template_syntax_general": {
+        "en": "{field}: template syntax error: {reason}",
+        "vi": "{field}: lỗi cú pháp template: {reason}",
+    },
+    "template_variable_missing": {
+        "en": "data: the template variable '{name}' is missing (used in {part}: {reason})",
+        "vi": "data: thiếu biến template '{name}' (dùng trong {part}: {reason})",
+    },
+    "template_unsafe": {
+        "en": "{field}: the template was refused by the sandbox: {reason}",
+        "vi": "{field}: template bị sandbox từ chối: {reason}",
+    },
+    "template_time_limit": {
+        "en": "{field}: rendering took longer than {seconds} s and was stopped",
+        "vi": "{field}: render template quá {seconds} giây nên đã bị dừng",
+    },
+    "template_size_limit": {
+        "en": "{field}: rendering stopped at a size limit: {reason}",
+        "vi": "{field}: render template bị dừng vì vượt giới hạn kích thước: {reason}",
+    },
+    "template_render_failed": {
+        "en": "{field}: the template failed to render: {reason}",
+        "vi": "{field}: không render được template: {reason}",
+    },
+    "template_too_long": {
+        "en": "{field}: at most {limit} characters",
+        "vi": "{field}: tối đa {limit} ký tự",
+    },
+    "stats_interval": {
+        "en": "interval: must be hour or day, not '{value}'",
+        "vi": "interval: phải là hour hoặc day, không phải '{value}'",
+    },
+    "stats_range_order": {
+        "en": "from: must be before to",
+        "vi": "from: phải trước to",
+    },
+    "stats_range_too_long": {
+        "en": "from, to: the range is {days} days; at most {limit} days",
+        "vi": "from, to: khoảng thời gian là {days} ngày; tối đa {limit} ngày",
+    },
+    "stats_too_many_buckets": {
+        "en": "interval: {count} buckets of one {interval}; at most {limit} "
+        "(shorten the range or use interval=day)",
+        "vi": "interval: {count} khoảng một {interval}; tối đa {limit} "
+        "(rút ngắn khoảng thời gian hoặc dùng interval=day)",
     },
     "webhook_url_invalid": {
         "en": "{field}: not a usable webhook URL: {reason}",
@@ -171,6 +303,67 @@ CATALOG: dict[str, dict[str, str]] = {
     "webhook_disabled": {
         "en": "The webhook is disabled; enable it first",
         "vi": "Webhook đang bị tắt; hãy bật lại trước",
+    },
+    # Lists, contacts, bulk jobs, the v2 form API
+    "variables_invalid": {
+        "en": "{field}: an object of at most {limit} variables (8 KB) is expected",
+        "vi": "{field}: cần một object tối đa {limit} biến (8 KB)",
+    },
+    "too_many_items": {
+        "en": "{field}: at most {limit} items",
+        "vi": "{field}: tối đa {limit} phần tử",
+    },
+    "contact_exists": {
+        "en": "The contact {email} is already on this list",
+        "vi": "Liên hệ {email} đã có trong danh sách này",
+    },
+    "csv_required": {
+        "en": "Send the CSV as a multipart 'file' field or as a text/csv body",
+        "vi": "Hãy gửi CSV trong trường multipart 'file' hoặc làm body text/csv",
+    },
+    "csv_invalid": {
+        "en": "The CSV cannot be read at record {line}: {reason}",
+        "vi": "Không đọc được CSV tại bản ghi {line}: {reason}",
+    },
+    "csv_record_too_long": {
+        "en": "The CSV record {line} is longer than {limit} characters",
+        "vi": "Bản ghi CSV {line} dài hơn {limit} ký tự",
+    },
+    "csv_header_missing": {
+        "en": "The CSV is empty: a header row naming an 'email' column is required",
+        "vi": "CSV trống: cần dòng tiêu đề có cột 'email'",
+    },
+    "csv_email_column": {
+        "en": "The CSV header row has no 'email' column",
+        "vi": "Dòng tiêu đề CSV không có cột 'email'",
+    },
+    "bulk_recipients_required": {
+        "en": "Give either recipients or list_id (a list job needs list_id)",
+        "vi": "Cần recipients hoặc list_id (gửi theo danh sách cần list_id)",
+    },
+    "schedule_format": {
+        "en": "{field}: a time as 'YYYY-MM-DD HH:MM' is expected",
+        "vi": "{field}: cần thời gian dạng 'YYYY-MM-DD HH:MM'",
+    },
+    "schedule_ahead": {
+        "en": "{field}: at most {days} days ahead",
+        "vi": "{field}: tối đa {days} ngày tới",
+    },
+    "number_invalid": {
+        "en": "{field}: a positive whole number is expected",
+        "vi": "{field}: cần một số nguyên dương",
+    },
+    "message_type_invalid": {
+        "en": "{field}: must be bulk or personal",
+        "vi": "{field}: phải là bulk hoặc personal",
+    },
+    "form_array_invalid": {
+        "en": "{field}: not a usable array ({reason})",
+        "vi": "{field}: không phải mảng hợp lệ ({reason})",
+    },
+    "method_unknown": {
+        "en": "Unknown method '{method}'",
+        "vi": "Phương thức '{method}' không tồn tại",
     },
 }
 

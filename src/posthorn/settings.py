@@ -153,6 +153,38 @@ class Settings(BaseSettings):
         "", description="Domain of VERP return paths (bounce+…@); default <HOSTNAME>."
     )
 
+    # BizMail JWT
+    jwt_access_ttl_seconds: int = Field(
+        900, gt=0, description="Lifetime of a BizMail JWT access token, in seconds."
+    )
+    jwt_refresh_ttl_seconds: int = Field(
+        30 * 24 * 3600,
+        gt=0,
+        description="Lifetime of a BizMail refresh token, in seconds; each use rotates it.",
+    )
+
+    # Bulk jobs
+    bulk_rate_per_second: int = Field(
+        50,
+        gt=0,
+        description="Emails a bulk job queues per second (the runner's pace); transactional "
+        "mail is never held behind a job, and no destination gets more than this from one.",
+    )
+
+    # Outbound TLS policy
+    tls_policy: dict[str, str] = Field(
+        default_factory=dict,
+        description="TLS for direct MX delivery per recipient domain, as JSON, e.g. "
+        '`{"bank.example": "verify", ".partner.example": "encrypt"}` (a leading dot: its '
+        "subdomains). `may`: STARTTLS when offered (the default); `encrypt`: STARTTLS "
+        "required; `verify`: STARTTLS required and the certificate must be trusted and name "
+        "the MX host. A policy not met defers the mail, never sends it in clear.",
+    )
+    tls_ca_file: Path | None = Field(
+        None,
+        description="PEM file of CAs trusted for the `verify` TLS policy, besides the system's.",
+    )
+
     @field_validator("smtp_trusted_networks", mode="before")
     @classmethod
     def _smtp_networks(cls, value: Any) -> Any:

@@ -4,7 +4,8 @@ It runs in its own thread with its own event loop (``aiosmtpd.controller.Control
 API is synchronous and works from sync and async tests alike. It can be told to answer with
 scripted codes, to drop the connection mid-DATA or after the final dot, to break the TLS
 handshake, or to answer slowly. STARTTLS (or implicit TLS) uses a certificate from a
-throwaway CA made with trustme; AUTH PLAIN/LOGIN is offered when ``auth`` is given.
+throwaway CA made with trustme, issued for ``hostnames`` (by default the greeting name,
+localhost and the loopback addresses); AUTH PLAIN/LOGIN is offered when ``auth`` is given.
 
 Independent of the product: nothing here imports posthorn.
 
@@ -24,7 +25,7 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -69,8 +70,8 @@ def _certificate_authority() -> trustme.CA:
 
 
 @functools.cache
-def _server_certificate(hostname: str) -> trustme.LeafCert:
-    return _certificate_authority().issue_cert(hostname, "localhost", "127.0.0.1", "::1")
+def _server_certificate(names: tuple[str, ...]) -> trustme.LeafCert:
+    return _certificate_authority().issue_cert(*names)
 
 
 class SmtpSink:
@@ -87,10 +88,17 @@ class SmtpSink:
         implicit_tls: bool = False,
         keep_messages: int | None = None,
         on_message: Callable[[ReceivedMessage], None] | None = None,
+        hostnames: Sequence[str] | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.hostname = hostname
+        # The names the certificate is issued for, e.g. the MX names a verifying client checks.
+        self.hostnames = (
+            tuple(hostnames)
+            if hostnames is not None
+            else (hostname, "localhost", "127.0.0.1", "::1")
+        )
         self._starttls = starttls
         self._implicit_tls = implicit_tls
         self._auth = dict(auth) if auth is not None else None
@@ -293,7 +301,7 @@ class SmtpSink:
 
     def _server_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        _server_certificate(self.hostname).configure_cert(context)
+        _server_certificate(self.hostnames).configure_cert(context)
         return context
 
 

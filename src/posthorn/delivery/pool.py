@@ -8,14 +8,15 @@ connection left by an earlier delivery and may give its own back; idle connectio
 after ``idle_seconds``.
 
 The pool knows nothing about SMTP: a connection is anything with ``aclose()`` (polite, bounded
-in time, never raises) and ``abort()``.
+in time, never raises) and ``abort()``. Whether an idle connection suits a delivery (say, it is
+encrypted as that delivery's TLS policy demands) is the caller's judgement, passed as ``accept``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
@@ -61,9 +62,14 @@ class Lease(Generic[ConnT]):
         self._key = key
         self.kept: ConnT | None = None
 
-    def take_idle(self) -> ConnT | None:
-        """The most recently used idle connection to this destination, or None."""
-        return self._pool._take_idle(self._key)
+    def take_idle(self, accept: Callable[[ConnT], bool] | None = None) -> ConnT | None:
+        """The most recently used idle connection to this destination that ``accept`` takes.
+
+        None when there is none. When idle connections exist but ``accept`` refuses them all,
+        the oldest is closed: this lease is about to open a connection of its own, and both
+        would count against the receiver's limit of connections per client.
+        """
+        return self._pool._take_idle(self._key, accept)
 
     def keep(self, conn: ConnT) -> None:
         """Offer ``conn`` for reuse when the lease ends."""
@@ -143,14 +149,19 @@ class ConnectionPool(Generic[ConnT]):
         except TimeoutError as exc:
             raise PoolTimeout(f"no free connection slot within {within:g} s") from exc
 
-    def _take_idle(self, key: Hashable) -> ConnT | None:
+    def _take_idle(self, key: Hashable, accept: Callable[[ConnT], bool] | None) -> ConnT | None:
         dest = self._destinations.get(key)
         if dest is None or not dest.idle:
             return None
-        entry = dest.idle.pop()
-        if entry.timer is not None:
-            entry.timer.cancel()
-        return entry.conn
+        for index in range(len(dest.idle) - 1, -1, -1):
+            entry = dest.idle[index]
+            if accept is None or accept(entry.conn):
+                del dest.idle[index]
+                if entry.timer is not None:
+                    entry.timer.cancel()
+                return entry.conn
+        self._expire(dest.idle[0])
+        return None
 
     def _give_back(self, key: Hashable, dest: _Destination[ConnT], conn: ConnT) -> None:
         if self._closed:

@@ -70,6 +70,18 @@ class TlsPolicy:
     implicit: bool = False  # TLS from the first byte (RFC 8314 §3.3)
     required: bool = False  # no TLS, no session: credentials are never sent in clear
     server_name: str | None = None  # SNI and, with a verifying context, the name checked
+    # The destination's TLS policy when it is what requires TLS, as the failure reason names
+    # it: "policy 'verify' for bank.example". Set together with ``required``.
+    policy: str | None = None
+
+    @property
+    def verifies(self) -> bool:
+        """Whether the certificate must chain to a trusted CA and name ``server_name``."""
+        return (
+            self.context is not None
+            and self.context.verify_mode != ssl.CERT_NONE
+            and self.context.check_hostname
+        )
 
     def without_tls(self) -> TlsPolicy:
         return replace(self, context=None, implicit=False)
@@ -125,6 +137,7 @@ class Peer:
     address: str
     port: int
     tls_version: str | None = None
+    certificate_name: str | None = None  # the name its certificate was verified for
 
     def attempt(
         self, transcript: Transcript, *, code: int | None = None, message: str = ""
@@ -200,6 +213,19 @@ class SmtpSession:
             and self.messages < MAX_MESSAGES_PER_CONNECTION
             and time.monotonic() - self.opened_at < MAX_CONNECTION_AGE
         )
+
+    def secure_enough(self, tls: TlsPolicy) -> bool:
+        """Whether this connection is as safe as a new one opened under ``tls`` would be.
+
+        Deliveries under different policies share the connections to one address: one made
+        under ``may`` (perhaps in plain text, or with a certificate nobody checked), or verified
+        for another MX name, must not carry mail whose policy asks for more.
+        """
+        if not tls.required:
+            return True
+        if tls.verifies:
+            return tls.server_name is not None and self.peer.certificate_name == tls.server_name
+        return self.peer.tls_version is not None
 
     @classmethod
     async def open(
@@ -344,6 +370,10 @@ class SmtpSession:
 
     async def _starttls(self, tls: TlsPolicy, helo_name: str, transcript: Transcript) -> None:
         if not self._client.supports_extension("starttls"):
+            if tls.policy is not None:
+                # RFC 3463 §3.8 X.7.4: security features not supported.
+                detail = "the server does not offer STARTTLS"
+                raise await self._policy_unmet(tls.policy, detail, "4.7.4", transcript)
             if tls.required:
                 reason = "the server does not offer STARTTLS; credentials are never sent in clear"
                 transcript.note(reason)
@@ -359,6 +389,11 @@ class SmtpSession:
         except aiosmtplib.SMTPResponseException as exc:
             # RFC 3207 §4: e.g. 454 TLS not available; the session goes on in plain text.
             transcript.reply(exc.code, exc.message)
+            if tls.policy is not None:
+                # Temporary whatever the reply's class: the refusal is the server's state, the
+                # requirement ours (RFC 3463 §3.8 X.7.4).
+                detail = f"STARTTLS refused: {exc.code} {reply_text(exc.message)}".rstrip()
+                raise await self._policy_unmet(tls.policy, detail, "4.7.4", transcript) from exc
             if tls.required or not self._client.is_connected:
                 reply = SMTPResponse(exc.code, exc.message)
                 raise self._refusal(
@@ -369,6 +404,11 @@ class SmtpSession:
         except (aiosmtplib.SMTPException, OSError) as exc:
             self.abort()
             reason = f"TLS handshake failed: {_describe(exc)}"
+            if tls.policy is not None:
+                # A certificate that does not verify ends here too: with a verifying context
+                # the check is part of the handshake (RFC 3207 §4.1). RFC 3463 §3.8 X.7.5:
+                # cryptographic failure.
+                raise await self._policy_unmet(tls.policy, reason, "4.7.5", transcript) from exc
             transcript.note(reason)
             raise TlsFailed(self.peer, reason) from exc
         transcript.reply(reply.code, reply.message)
@@ -512,6 +552,23 @@ class SmtpSession:
             next_host = isinstance(result, SoftFail)
         return StepFailed(result, next_host=next_host)
 
+    async def _policy_unmet(
+        self, policy: str, detail: str, enhanced_code: str, transcript: Transcript
+    ) -> StepFailed:
+        """End the session because a destination's TLS policy cannot be met on it.
+
+        The result is temporary, as Postfix defers: another MX, or this one later, may do
+        better. Nothing more is sent but QUIT (RFC 3207 §4.1: a client that finds the
+        privacy too weak quits).
+        """
+        reason = f"TLS required by {policy}: {detail}"
+        transcript.note(reason)
+        attempt = replace(
+            self.peer.attempt(transcript, message=reason), enhanced_code=enhanced_code
+        )
+        await self.aclose()
+        return StepFailed(SoftFail(attempt, reason=reason), next_host=True)
+
     def _transport_info(self, key: str) -> object:
         """Transport details, or None once the connection is gone (the next step reports it)."""
         try:
@@ -524,11 +581,14 @@ class SmtpSession:
         if isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
             self.peer.tls_version = ssl_object.version()
             cipher = ssl_object.cipher()
-            checked = (
-                "certificate verified"
-                if tls.context is not None and tls.context.verify_mode != ssl.CERT_NONE
-                else "certificate not verified"
-            )
+            if tls.verifies and tls.server_name is not None:
+                # The handshake checked the chain and the name (RFC 7672 §3.2, RFC 8461 §4.2).
+                self.peer.certificate_name = tls.server_name
+                checked = f"certificate verified for {tls.server_name}"
+            elif tls.context is not None and tls.context.verify_mode != ssl.CERT_NONE:
+                checked = "certificate verified"
+            else:
+                checked = "certificate not verified"
             name = cipher[0] if cipher else "?"
             transcript.note(f"TLS: {self.peer.tls_version}, {name}, {checked}")
 

@@ -1,9 +1,10 @@
 """Sending one message to one recipient over SMTP, ending in a :data:`DeliveryResult`.
 
 Direct mode reads like RFC 5321 §5.1: resolve the recipient's domain, then try its hosts in
-order until one takes the message or refuses it for good. Relay mode (``RELAY_URL``) hands
-every message to one upstream server instead. Both reuse connections through a
-:class:`~posthorn.delivery.pool.ConnectionPool`.
+order until one takes the message or refuses it for good. How much TLS each host must offer is
+the recipient domain's entry in ``TLS_POLICY`` (:mod:`posthorn.domain.tls_policy`). Relay mode
+(``RELAY_URL``) hands every message to one upstream server instead. Both reuse connections
+through a :class:`~posthorn.delivery.pool.ConnectionPool`.
 
 Remote problems (DNS, refused connections, timeouts, TLS, 4xx/5xx) come back as results;
 only local bugs raise.
@@ -14,12 +15,14 @@ from __future__ import annotations
 import ipaddress
 import logging
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 from urllib.parse import unquote, urlsplit
 
 from posthorn.delivery.envelope import Envelope, EnvelopeError, OutgoingMessage, prepare
-from posthorn.delivery.mx import DnsFailure, MxResolver
+from posthorn.delivery.mx import DnsFailure, MxResolver, to_a_label
 from posthorn.delivery.pool import ConnectionPool, Lease, PoolTimeout
 from posthorn.delivery.session import (
     Peer,
@@ -32,6 +35,7 @@ from posthorn.delivery.session import (
     opportunistic_tls_context,
 )
 from posthorn.domain.results import Attempt, Delivered, DeliveryResult, HardFail, SoftFail
+from posthorn.domain.tls_policy import TlsLevel, normalise_table, policy_for, requires_tls
 from posthorn.settings import Settings
 
 __all__ = ["Envelope", "RelayConfig", "SmtpDeliverer"]
@@ -122,6 +126,10 @@ class SmtpDeliverer:
     ``RELAY_TLS_VERIFY`` is off, in which case it is only encrypted (Postfix's
     ``smtp_tls_security_level = may``), for a test relay with a self-signed certificate.
     Credentials are never sent in clear except to a loopback relay.
+
+    Direct delivery follows ``TLS_POLICY``: ``may`` (opportunistic, the default), ``encrypt``
+    or ``verify`` per recipient domain. A policy that cannot be met is a SoftFail that names
+    it, never a message in clear. Raises ValueError for a policy table that does not parse.
     """
 
     def __init__(
@@ -137,6 +145,10 @@ class SmtpDeliverer:
         self._resolver = MxResolver(settings) if self._relay is None else None
         self._opportunistic = opportunistic_tls_context()
         self._relay_tls = relay_tls_context or _relay_context(settings) or self._opportunistic
+        self._tls_policies = _policy_table(settings.tls_policy)
+        self._verifying: ssl.SSLContext | None = None
+        if "verify" in self._tls_policies.values() or settings.tls_ca_file is not None:
+            self._verifying = _verifying_context(settings.tls_ca_file)
         self._pool: ConnectionPool[SmtpSession] = ConnectionPool(
             per_destination=PER_DESTINATION_CONNECTIONS,
             total=TOTAL_CONNECTIONS,
@@ -185,12 +197,16 @@ class SmtpDeliverer:
             if route.permanent:
                 return HardFail(attempt, reason=route.reason, suppress=route.suppress)
             return SoftFail(attempt, reason=route.reason)
+        domain = message.recipient_domain
+        level = policy_for(domain, self._tls_policies)
+        if requires_tls(level):
+            transcript.note(f"TLS policy '{level}' for {domain}")
         targets = [
             _Target(
                 host=destination.host,
                 address=address,
                 port=self._mx_port,
-                tls=TlsPolicy(self._opportunistic, server_name=destination.host),
+                tls=self._mx_tls(level, domain, destination.host),
             )
             for destination in route.destinations
             for address in destination.addresses
@@ -202,6 +218,20 @@ class SmtpDeliverer:
                 return outcome.result
         assert outcome is not None, "a Route always has an address"
         return outcome.result
+
+    def _mx_tls(self, level: TlsLevel, domain: str, mx_host: str) -> TlsPolicy:
+        """TLS towards one MX host of ``domain`` under ``level``; SNI is the MX host name."""
+        if not requires_tls(level):
+            return TlsPolicy(self._opportunistic, server_name=mx_host)
+        # RFC 7672 §3.2 / RFC 8461 §4.2: the certificate must name the MX host we looked up.
+        context = self._verifying if level == "verify" else self._opportunistic
+        assert context is not None, "a verifying context exists whenever a policy says verify"
+        return TlsPolicy(
+            context,
+            required=True,
+            server_name=mx_host,
+            policy=f"policy '{level}' for {domain}",
+        )
 
     async def _via_relay(
         self, relay: RelayConfig, message: OutgoingMessage, transcript: Transcript
@@ -257,9 +287,13 @@ class SmtpDeliverer:
     async def _session(
         self, lease: Lease[SmtpSession], target: _Target, transcript: Transcript
     ) -> SmtpSession:
-        """A reused connection that still answers, or a new one."""
+        """A reused connection that still answers and is as safe as the target asks, or a new one.
+
+        Slots are per address, not per policy, so that mixed policies do not multiply the
+        connections one receiver sees; each reuse is checked against the target's policy.
+        """
         for _ in range(_REUSE_TRIES):
-            idle = lease.take_idle()
+            idle = lease.take_idle(accept=lambda session: session.secure_enough(target.tls))
             if idle is None:
                 break
             try:
@@ -282,7 +316,8 @@ class SmtpDeliverer:
                 transcript=transcript,
             )
         except TlsFailed as failed:
-            # Never in clear when credentials would follow, nor on an implicit-TLS port.
+            # Never in clear when credentials would follow, nor on an implicit-TLS port; a
+            # destination's TLS policy fails inside the session and never gets here.
             if target.tls.required or target.tls.implicit:
                 result = failed.peer.soft(transcript, failed.reason)
                 raise StepFailed(result, next_host=True) from failed
@@ -297,6 +332,26 @@ class SmtpDeliverer:
             timeouts=self._timeouts,
             transcript=transcript,
         )
+
+
+def _policy_table(table: Mapping[str, str]) -> dict[str, TlsLevel]:
+    """``TLS_POLICY`` with its domains in A-labels, as recipient domains go on the wire."""
+    policies: dict[str, TlsLevel] = {}
+    for key, level in normalise_table(table).items():
+        dot = "." if key.startswith(".") else ""
+        name = dot + to_a_label(key.removeprefix("."))
+        if name in policies:
+            raise ValueError(f"TLS policy domain {key!r} is listed twice")
+        policies[name] = level
+    return policies
+
+
+def _verifying_context(ca_file: Path | None) -> ssl.SSLContext:
+    """The system's CAs plus ``ca_file``; checks the chain and the host name (RFC 6125)."""
+    context = ssl.create_default_context()
+    if ca_file is not None:
+        context.load_verify_locations(cafile=str(ca_file))
+    return context
 
 
 def _relay_context(settings: Settings) -> ssl.SSLContext | None:

@@ -6,15 +6,26 @@ from dataclasses import dataclass
 
 from posthorn.delivery.dns_query import DnsQuery
 from posthorn.services.accounts import Accounts
+from posthorn.services.bulk import Bulk
+from posthorn.services.dialect_support import DialectSupport
 from posthorn.services.domains import Domains
 from posthorn.services.emails import Emails
 from posthorn.services.intake import Intake
+from posthorn.services.lists import Lists
 from posthorn.services.logs import Logs
 from posthorn.services.relays import Relays
+from posthorn.services.send_configs import SendConfigs
 from posthorn.services.senders import Senders
+from posthorn.services.stats import Stats
 from posthorn.services.suppressions import Suppressions
+from posthorn.services.templates import Templates
+from posthorn.services.tokens import Tokens
+from posthorn.services.tracking import Tracking
+from posthorn.services.users import Users
+from posthorn.services.webhooks import Webhooks
 from posthorn.settings import Settings
 from posthorn.store.database import Database
+from posthorn.webhooks.resolver import DnsHostResolver
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +40,16 @@ class Services:
     logs: Logs
     suppressions: Suppressions
     relays: Relays
+    templates: Templates
+    stats: Stats
+    tracking: Tracking
+    webhooks: Webhooks
+    users: Users
+    tokens: Tokens
+    dialect_support: DialectSupport
+    send_configs: SendConfigs
+    lists: Lists
+    bulk: Bulk
 
     async def close(self) -> None:
         await self.intake.close()
@@ -37,15 +58,30 @@ class Services:
 def build_services(settings: Settings, db: Database | None = None) -> Services:
     db = db or Database(settings.effective_database_url)
     domains = Domains(db, settings, DnsQuery(settings))
+    users = Users(db)
+    templates = Templates(db)
+    intake = Intake(db, settings, domains, templates)
+    stats = Stats(db)
+    dialect_support = DialectSupport(db, intake=intake, emails=Emails(db))
     return Services(
         settings=settings,
         db=db,
         accounts=Accounts(db),
         domains=domains,
-        intake=Intake(db, settings, domains),
+        intake=intake,
         emails=Emails(db),
         senders=Senders(db, settings),
         logs=Logs(db),
         suppressions=Suppressions(db),
         relays=Relays(db, settings),
+        templates=templates,
+        stats=stats,
+        tracking=Tracking(db, settings),
+        webhooks=Webhooks(db, settings, DnsHostResolver(settings)),
+        users=users,
+        tokens=Tokens(db, settings, users),
+        dialect_support=dialect_support,
+        send_configs=SendConfigs(db, templates=templates, stats=stats, support=dialect_support),
+        lists=Lists(db),
+        bulk=Bulk(db, settings, domains, templates),
     )

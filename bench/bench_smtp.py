@@ -1,0 +1,377 @@
+"""SMTP submissions accepted per second: ``posthorn smtp`` against Postfix's smtpd.
+
+The load generator is Postfix's ``smtp-source`` (Debian package postfix): N parallel sessions
+(default 20) each send 5 KB messages, one per connection unless ``--reuse``. Every ``250``
+after the final dot is a durable commit on both sides: Posthorn answers after its group commit,
+Postfix after its queue file is written and fsync'd.
+
+1. ``python -m posthorn smtp`` on SQLite (and on PostgreSQL when
+   ``POSTHORN_TEST_POSTGRES_URL`` is set, as ``make bench`` does). smtp-source cannot do
+   STARTTLS or AUTH, so this run trusts loopback (``SMTP_TRUSTED_NETWORKS``) for one account
+   with the verified domain acme.test; everything else (MAIL FROM and From checks, quotas,
+   Received, the intake transaction) is the normal path. The emails in the database are
+   counted afterwards and must match the acceptances.
+2. Postfix 3.x from Debian, run from a temporary configuration directory (``postfix -c``) as a
+   relay on a loopback port: ``mynetworks`` = loopback, ``relayhost`` = an SMTP sink on
+   loopback, defaults otherwise (so Postfix also relays while it accepts, as it would in use).
+
+    scripts/system-deps.sh bench && .venv/bin/python bench/bench_smtp.py
+    .venv/bin/python bench/bench_smtp.py --sessions 20 --seconds 10 [--reuse]
+
+Each server gets a calibration run of 1,000 messages, then a run sized to last ``--seconds``;
+every smtp-source is killed if it outlives its bound (15 s, and 3 × ``--seconds`` + 15 s).
+Processes started here are stopped by PID (Postfix by ``postfix -c DIR stop``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.dns import DnsServer  # noqa: E402
+from tests.support.domains import verified_domain  # noqa: E402
+from tests.support.sink import SmtpSink  # noqa: E402
+
+from posthorn.services.container import build_services  # noqa: E402
+from posthorn.settings import Settings  # noqa: E402
+from posthorn.store.database import Database  # noqa: E402
+
+SMTP_SOURCE = "/usr/sbin/smtp-source"
+POSTFIX = "/usr/sbin/postfix"
+POSTHORN = [sys.executable, "-m", "posthorn"]
+FROM, TO = "bench@acme.test", "user@example.test"
+CALIBRATION_MESSAGES = 1000
+START_TIMEOUT = 30.0
+GRACE = 15.0  # a run is killed this long after its planned duration
+
+
+@dataclass
+class Run:
+    name: str
+    sent: int  # messages smtp-source was asked for
+    accepted: int  # DATA commands completed with 250
+    seconds: float
+    calibration: int = 0  # messages accepted by the calibration run before
+    stored: int | None = None  # emails in the database afterwards (Posthorn)
+    note: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.accepted / self.seconds if self.seconds else 0.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, deadline: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.recv(512)  # the greeting
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing answered on port {port}")
+
+
+def smtp_source(
+    port: int, *, messages: int, sessions: int, size: int, reuse: bool, limit: float
+) -> tuple[int, float, str]:
+    """Run smtp-source; the number of completed DATA commands, the seconds, and stderr."""
+    argv = [SMTP_SOURCE, "-c", "-s", str(sessions), "-m", str(messages), "-l", str(size)]
+    if reuse:
+        argv.append("-d")
+    argv += ["-f", FROM, "-t", TO, "-M", "smtp-source.test", f"127.0.0.1:{port}"]
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    elapsed = time.monotonic() - started
+    # -c prints a running count of completed DATA commands, overwritten with \r.
+    counts = re.findall(rb"(\d+)", out)
+    done = int(counts[-1]) if counts else 0
+    return done, elapsed, err.decode("utf-8", "replace").strip()
+
+
+def measured(name: str, port: int, args: argparse.Namespace) -> Run:
+    """A calibration run, then a run sized to last about ``args.seconds``."""
+    common = {"sessions": args.sessions, "size": args.size, "reuse": args.reuse}
+    done, elapsed, err = smtp_source(port, messages=CALIBRATION_MESSAGES, limit=GRACE, **common)
+    if done < CALIBRATION_MESSAGES:
+        raise RuntimeError(f"{name}: calibration stopped at {done} messages: {err[-300:]}")
+    messages = max(1000, int(done / elapsed * args.seconds))
+    calibration = done
+    done, elapsed, err = smtp_source(
+        port, messages=messages, limit=args.seconds * 3 + GRACE, **common
+    )
+    return Run(
+        name,
+        messages,
+        done,
+        elapsed,
+        calibration=calibration,
+        note=err[-200:] if done < messages else "",
+    )
+
+
+# ── Posthorn ───────────────────────────────────────────────────────────────────────────────
+
+
+async def prepare_posthorn(settings: Settings) -> str:
+    """A migrated database with an account whose domain acme.test is verified."""
+    from posthorn.store.migrate import migrate
+
+    # Verification looks the domain's records up through the settings' resolver: a DNS server
+    # of our own, on which the records are published for the length of the set-up.
+    with DnsServer() as dns:
+        local = settings.model_copy(update={"dns_nameservers": [dns.nameserver]})
+        db = Database(local.effective_database_url)
+        services = build_services(local, db)
+        try:
+            await migrate(db)
+            account = await services.accounts.create_account("bench")
+            await verified_domain(services, dns, account.id, "acme.test")
+            return account.id
+        finally:
+            await services.close()
+            await db.dispose()
+
+
+async def count_emails(url: str) -> int:
+    engine = create_async_engine(url)
+    async with engine.connect() as conn:
+        value = (await conn.execute(text("SELECT count(*) FROM emails"))).scalar_one()
+    await engine.dispose()
+    return int(value)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def bench_posthorn(name: str, url: str, args: argparse.Namespace, workdir: Path) -> Run:
+    data_dir = workdir / name
+    data_dir.mkdir()
+    port = free_port()
+    settings = Settings(
+        data_dir=data_dir,
+        database_url=url,
+        hostname="bench.posthorn.test",
+        secret_key="bench-" + uuid.uuid4().hex,
+    )
+    account_id = asyncio.run(prepare_posthorn(settings))
+    env = {
+        **os.environ,
+        "POSTHORN_DATA_DIR": str(data_dir),
+        "POSTHORN_DATABASE_URL": url,
+        "POSTHORN_SECRET_KEY": settings.secret_key,
+        "POSTHORN_HOSTNAME": settings.hostname,
+        "POSTHORN_SMTP_HOST": "127.0.0.1",
+        "POSTHORN_SMTP_PORT": str(port),
+        "POSTHORN_SMTP_TRUSTED_NETWORKS": "127.0.0.1/32",
+        "POSTHORN_SMTP_TRUSTED_ACCOUNT": account_id,
+        # smtp-source sends all its mail from one sender: lift the domain's quotas.
+        "POSTHORN_PLANS": '{"BENCH": {"name": "bench", "daily_limit": 100000000, '
+        '"hourly_limit": 100000000, "monthly_limit": 100000000}}',
+        "POSTHORN_DEFAULT_PLAN": "BENCH",
+    }
+    server = subprocess.Popen([*POSTHORN, "--log-level", "WARNING", "smtp"], env=env)
+    try:
+        wait_port(port, time.monotonic() + START_TIMEOUT, server)
+        run = measured(f"posthorn ({name})", port, args)
+    finally:
+        stop(server)
+    run.stored = asyncio.run(count_emails(settings.effective_database_url))
+    return run
+
+
+async def fresh_pg(base: str) -> str:
+    name = "bench_smtp_" + uuid.uuid4().hex[:10]
+    engine = create_async_engine(
+        base.replace("postgresql://", "postgresql+asyncpg://", 1), isolation_level="AUTOCOMMIT"
+    )
+    async with engine.connect() as conn:
+        await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    await engine.dispose()
+    return base.rsplit("/", 1)[0] + "/" + name
+
+
+# ── Postfix ────────────────────────────────────────────────────────────────────────────────
+
+MASTER_CF = """\
+127.0.0.1:{port} inet n - n - - smtpd
+pickup    unix  n - n 60 1 pickup
+cleanup   unix  n - n -  0 cleanup
+qmgr      unix  n - n 300 1 qmgr
+rewrite   unix  - - n -  - trivial-rewrite
+bounce    unix  - - n -  0 bounce
+defer     unix  - - n -  0 bounce
+trace     unix  - - n -  0 bounce
+verify    unix  - - n -  1 verify
+flush     unix  n - n 1000? 0 flush
+proxymap  unix  - - n -  - proxymap
+smtp      unix  - - n -  - smtp
+relay     unix  - - n -  - smtp
+showq     unix  n - n -  - showq
+error     unix  - - n -  - error
+retry     unix  - - n -  - error
+discard   unix  - - n -  - discard
+anvil     unix  - - n -  1 anvil
+scache    unix  - - n -  1 scache
+postlog   unix-dgram n - n - 1 postlogd
+"""
+
+
+def postfix_config(directory: Path, port: int, relay_port: int) -> Path:
+    """A Postfix instance of its own: configuration, queue and log under ``directory``."""
+    directory.mkdir()
+    for path in (directory.parent, directory):
+        path.chmod(0o755)  # the postfix user must reach its queue
+    conf, queue, data = directory / "conf", directory / "queue", directory / "data"
+    for path in (conf, queue, data):
+        path.mkdir()
+    shutil.chown(data, "postfix")
+    (conf / "main.cf").write_text(
+        f"""\
+compatibility_level = 3.6
+queue_directory = {queue}
+data_directory = {data}
+command_directory = /usr/sbin
+daemon_directory = /usr/lib/postfix/sbin
+meta_directory = /etc/postfix
+shlib_directory = /usr/lib/postfix
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = bench.postfix.test
+mydestination =
+relay_domains =
+mynetworks = 127.0.0.0/8
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+relayhost = [127.0.0.1]:{relay_port}
+smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+smtp_tls_security_level = none
+alias_maps =
+alias_database =
+maillog_file_prefixes = {directory}
+maillog_file = {directory}/maillog
+"""
+    )
+    (conf / "master.cf").write_text(MASTER_CF.format(port=port))
+    return conf
+
+
+def postfix_ctl(conf: Path, command: str) -> None:
+    subprocess.run([POSTFIX, "-c", str(conf), command], check=True, timeout=60)
+
+
+def bench_postfix(args: argparse.Namespace, workdir: Path) -> Run:
+    if os.geteuid() != 0:
+        raise RuntimeError("Postfix's master must start as root (it drops to the postfix user)")
+    port = free_port()
+    with SmtpSink(starttls=False, keep_messages=0) as sink:
+        conf = postfix_config(workdir / "postfix", port, sink.port)
+        postfix_ctl(conf, "start")
+        try:
+            wait_port(port, time.monotonic() + START_TIMEOUT)
+            run = measured("postfix", port, args)
+        finally:
+            postfix_ctl(conf, "stop")
+        run.note = (run.note + f" relayed to the sink meanwhile: {sink.received}").strip()
+    return run
+
+
+# ── main ───────────────────────────────────────────────────────────────────────────────────
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--sessions", type=int, default=20, help="parallel SMTP sessions")
+    parser.add_argument("--size", type=int, default=5 * 1024, help="message size in bytes")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each run")
+    parser.add_argument(
+        "--reuse", action="store_true", help="several messages per connection (smtp-source -d)"
+    )
+    parser.add_argument("--no-postfix", action="store_true", help="measure Posthorn only")
+    args = parser.parse_args()
+    for tool, package in ((SMTP_SOURCE, "postfix"), (POSTFIX, "postfix")):
+        if not Path(tool).exists():
+            sys.exit(f"{tool} is missing: run `scripts/system-deps.sh bench` (package {package})")
+
+    workdir = Path(tempfile.mkdtemp(prefix="posthorn-bench-smtp-"))
+    backends = [("sqlite", f"sqlite:///{workdir / 'sqlite.db'}")]
+    pg = os.environ.get("POSTHORN_TEST_POSTGRES_URL")
+    if pg:
+        backends.append(("postgresql", asyncio.run(fresh_pg(pg))))
+    runs: list[Run] = []
+    mode = "several per connection" if args.reuse else "one per connection"
+    print(
+        f"{args.sessions} sessions, {args.size} B messages, {mode}, ~{args.seconds:.0f} s per run",
+        flush=True,
+    )
+    try:
+        for name, url in backends:
+            print(f"[posthorn {name}] …", flush=True)
+            runs.append(bench_posthorn(name, url, args, workdir))
+        if not args.no_postfix:
+            print("[postfix] …", flush=True)
+            try:
+                runs.append(bench_postfix(args, workdir))
+            except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+                print(f"Postfix could not be measured: {exc}", flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    print()
+    print(
+        f"{'server':<22} {'accepted/s':>10} {'accepted':>9} {'seconds':>8} "
+        f"{'stored/sent':>12}  note"
+    )
+    for run in runs:
+        total = run.calibration + run.accepted
+        stored = "" if run.stored is None else f"{run.stored}/{total}"
+        print(
+            f"{run.name:<22} {run.rate:>10.0f} {run.accepted:>9} {run.seconds:>8.1f} "
+            f"{stored:>12}  {run.note}"
+        )
+    postfix = next((r for r in runs if r.name == "postfix"), None)
+    if postfix and postfix.rate:
+        for run in runs:
+            if run is not postfix:
+                print(f"{run.name} / postfix = {run.rate / postfix.rate:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

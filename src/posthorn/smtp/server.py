@@ -1,0 +1,180 @@
+"""The SMTP submission listeners, in the running event loop, until told to stop.
+
+``run_smtp`` opens the STARTTLS listener on ``SMTP_HOST:SMTP_PORT`` (RFC 3207) and, when
+``SMTPS_PORT`` is set, an implicit-TLS listener (RFC 8314 §3). Each connection is a
+:class:`~posthorn.smtp.protocol.SubmissionSMTP` created with ``loop.create_server`` in this
+loop, so sessions share the services (database pool, group commit) with the rest of the
+process. On stop: the listeners close, submissions already handed to the intake finish (for
+a bounded time), and the remaining sessions are told 421 (RFC 5321 §3.8) and closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+from posthorn.services.container import Services
+from posthorn.settings import Settings
+from posthorn.smtp.auth import Authenticator
+from posthorn.smtp.handler import SubmissionHandler
+from posthorn.smtp.protocol import SubmissionSMTP
+from posthorn.smtp.throttle import FailureThrottle
+from posthorn.smtp.tls import server_context
+
+log = logging.getLogger("posthorn.smtp")
+
+# The Received field added to each message must fit within MAX_MESSAGE_BYTES too: SIZE and the
+# DATA limit leave room for it (the field is at most about 600 octets, see received.py).
+RECEIVED_ALLOWANCE = 1024
+MAX_SESSIONS = 2000  # open sessions per process; more are told 421 and closed
+SHUTDOWN_GRACE = 30.0  # seconds for submissions in the intake to finish on stop
+CLOSE_WAIT = 5.0  # seconds for closed sessions and listeners to wind down
+
+
+class Sessions:
+    """The open sessions, to finish them on stop."""
+
+    def __init__(self) -> None:
+        self.live: set[SubmissionSMTP] = set()
+        self._changed = asyncio.Event()
+
+    def add(self, session: SubmissionSMTP) -> None:
+        self.live.add(session)
+
+    def discard(self, session: SubmissionSMTP) -> None:
+        self.live.discard(session)
+        self._changed.set()
+
+    def changed(self) -> None:
+        """A session finished a submission."""
+        self._changed.set()
+
+    async def finish(self, *, grace: float) -> None:
+        await self._wait(lambda: not any(s.submitting for s in self.live), grace)
+        # From here on nothing awaits until every session is closed: none can start a
+        # submission in between.
+        for session in list(self.live):
+            session.shut_down()
+        await self._wait(lambda: not self.live, CLOSE_WAIT)
+
+    async def _wait(self, done: Callable[[], bool], seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while not done():  # bounded by the deadline
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                return
+
+
+@dataclass(frozen=True, eq=False)
+class Submission:
+    """What every session of this process shares."""
+
+    settings: Settings
+    services: Services
+    handler: SubmissionHandler
+    authenticator: Authenticator
+    throttle: FailureThrottle
+    sessions: Sessions
+    tls_context: ssl.SSLContext
+    size_limit: int  # advertised with SIZE (RFC 1870) and enforced on DATA
+
+
+def build_submission(settings: Settings, services: Services) -> Submission:
+    size_limit = settings.max_message_bytes - RECEIVED_ALLOWANCE
+    if size_limit <= 0:
+        raise ValueError("POSTHORN_MAX_MESSAGE_BYTES is too small for SMTP submission")
+    return Submission(
+        settings=settings,
+        services=services,
+        handler=SubmissionHandler(settings, services),
+        authenticator=Authenticator(settings, services),
+        throttle=FailureThrottle(
+            limit=settings.smtp_auth_failure_limit, window=settings.smtp_auth_failure_window
+        ),
+        sessions=Sessions(),
+        tls_context=server_context(settings),
+        size_limit=size_limit,
+    )
+
+
+class _Busy(asyncio.Protocol):
+    """The answer to a connection over :data:`MAX_SESSIONS`: 421 (RFC 5321 §3.8) and close."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A cast, not isinstance: uvloop's transports do not register with asyncio's ABCs.
+        cast(asyncio.WriteTransport, transport).write(
+            b"421 4.7.0 Too many connections, try again later\r\n"
+        )
+        transport.close()
+
+
+def _factory(
+    submission: Submission, *, implicit_tls: bool, loop: asyncio.AbstractEventLoop
+) -> Callable[[], asyncio.BaseProtocol]:
+    def new_session() -> asyncio.BaseProtocol:
+        if len(submission.sessions.live) >= MAX_SESSIONS:
+            return _Busy()
+        return SubmissionSMTP(submission, implicit_tls=implicit_tls, loop=loop)
+
+    return new_session
+
+
+async def run_smtp(settings: Settings, services: Services, *, stop: asyncio.Event) -> None:
+    """Serve SMTP submission until ``stop`` is set, then close gracefully."""
+    _quiet_aiosmtpd()
+    submission = build_submission(settings, services)
+    loop = asyncio.get_running_loop()
+    servers: list[asyncio.Server] = []
+    try:
+        servers.append(
+            await loop.create_server(
+                _factory(submission, implicit_tls=False, loop=loop),
+                settings.smtp_host,
+                settings.smtp_port,
+            )
+        )
+        if settings.smtps_port is not None:
+            servers.append(
+                await loop.create_server(
+                    _factory(submission, implicit_tls=True, loop=loop),
+                    settings.smtp_host,
+                    settings.smtps_port,
+                    ssl=submission.tls_context,
+                )
+            )
+        log.info(
+            "smtp submission listening on %s:%d (STARTTLS)%s",
+            settings.smtp_host,
+            settings.smtp_port,
+            f" and :{settings.smtps_port} (TLS)" if settings.smtps_port is not None else "",
+            extra={"action": "smtp_listening"},
+        )
+        await stop.wait()
+    finally:
+        for server in servers:
+            server.close()
+        await submission.sessions.finish(grace=SHUTDOWN_GRACE)
+        for server in servers:
+            try:
+                await asyncio.wait_for(server.wait_closed(), CLOSE_WAIT)
+            except TimeoutError:
+                log.warning("smtp listener did not close in time", extra={"action": "smtp_stop"})
+        log.info("smtp submission stopped", extra={"action": "smtp_stopped"})
+
+
+def _quiet_aiosmtpd() -> None:
+    # aiosmtpd logs every command line, addresses included, at INFO ("mail.log"); the handler
+    # logs one line per message instead. An explicit level set elsewhere is kept.
+    library_log = logging.getLogger("mail.log")
+    if library_log.level == logging.NOTSET:
+        library_log.setLevel(logging.WARNING)
