@@ -94,9 +94,20 @@ def run_wrk(port: int, key: str, seconds: int, connections: int, workdir: Path) 
         f"wrk.body = '{body}'\n"
     )
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
-         f"http://127.0.0.1:{port}/v1/emails"],
-        check=True, capture_output=True, text=True, timeout=seconds + 60,
+        [
+            "wrk",
+            "-t2",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}/v1/emails",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
     ).stdout
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -171,7 +182,10 @@ def bench_backend(name: str, url: str, args: argparse.Namespace, workdir: Path) 
         try:
             while time.monotonic() < deadline:
                 pending = asyncio.run(
-                    count(async_url(url), "SELECT count(*) FROM deliveries WHERE next_attempt_at IS NOT NULL")
+                    count(
+                        async_url(url),
+                        "SELECT count(*) FROM deliveries WHERE next_attempt_at IS NOT NULL",
+                    )
                 )
                 if pending == 0:
                     break
@@ -211,18 +225,25 @@ def main() -> None:
     results = []
     try:
         for name, url in backends:
-            print(f"[{name}] {args.seconds}s of POST /v1/emails from {args.connections} connections…", flush=True)
+            print(
+                f"[{name}] {args.seconds}s of POST /v1/emails from {args.connections} connections…",
+                flush=True,
+            )
             results.append(bench_backend(name, url, args, workdir))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
     print()
-    print(f"{'backend':<11} {'accepted/s':>10} {'p99 ms':>8} {'200s':>7} {'stored':>7} "
-          f"{'delivered/s':>11} {'delivered':>9} {'left':>5}")
+    print(
+        f"{'backend':<11} {'accepted/s':>10} {'p99 ms':>8} {'200s':>7} {'stored':>7} "
+        f"{'delivered/s':>11} {'delivered':>9} {'left':>5}"
+    )
     for r in results:
-        print(f"{r['backend']:<11} {r['accepted_per_s']:>10.0f} {r['p99_ms']:>8.1f} "
-              f"{r['requests'] - r['non_2xx']:>7} {r['stored']:>7} {r['delivered_per_s']:>11.0f} "
-              f"{r['delivered']:>9} {r['undelivered']:>5}")
+        print(
+            f"{r['backend']:<11} {r['accepted_per_s']:>10.0f} {r['p99_ms']:>8.1f} "
+            f"{r['requests'] - r['non_2xx']:>7} {r['stored']:>7} {r['delivered_per_s']:>11.0f} "
+            f"{r['delivered']:>9} {r['undelivered']:>5}"
+        )
 
 
 if __name__ == "__main__":

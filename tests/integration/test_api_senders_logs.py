@@ -185,7 +185,7 @@ async def test_logs_show_every_event_with_filters_and_stats(
     for bad in (
         "sorts=password",
         "action=exploded",
-        "source=fax",
+        "source=f@x",
         "log_after=soon",
         "per_page=101",
     ):

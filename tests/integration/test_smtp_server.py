@@ -134,6 +134,34 @@ async def test_api_key_as_password(
     assert detail.email["api_key_id"] is not None
 
 
+async def test_portal_user_credentials(smtp_server: SubmissionServer, smtp_tenant: Tenant) -> None:
+    """BizMail's "SMTP with your portal credentials": a dashboard user may log in and send
+    from any address on the account's verified domains, and nowhere else."""
+    await smtp_server.services.users.create_user(
+        smtp_tenant.account_id, username="portal-user", password="portal password"
+    )
+    code, reply = await send(
+        smtp_server,
+        user="portal-user",
+        password="portal password",
+        mail_from="news@acme.test",
+        message=make_message(from_="news@acme.test"),
+    )
+    assert code == 250, reply
+    detail = await smtp_server.services.emails.get(smtp_tenant.account_id, queued_id(reply))
+    assert detail.email["from_email"] == "news@acme.test"
+    code, _ = await send(smtp_server, user="portal-user", password="wrong password")
+    assert code == 535
+    code, _ = await send(
+        smtp_server,
+        user="portal-user",
+        password="portal password",
+        mail_from="ceo@other.test",
+        message=make_message(from_="ceo@other.test"),
+    )
+    assert code == 553
+
+
 async def test_sender_login_mechanism(smtp_server: SubmissionServer, smtp_tenant: Tenant) -> None:
     code, reply = await send(smtp_server, mechanism="LOGIN")
     assert code == 250, reply

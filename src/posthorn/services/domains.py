@@ -10,6 +10,7 @@ takes over and the old one is retired.
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -30,6 +31,7 @@ from posthorn.store.database import Database
 from posthorn.store.tables import utcnow
 
 DKIM_PURPOSE = "dkim"
+SENDING_CACHE_SECONDS = 2.0
 PERIODS: tuple[tuple[str, Any], ...] = (("daily", "day"), ("hourly", "hour"), ("monthly", "month"))
 
 
@@ -50,6 +52,7 @@ class Domains:
         self._db = db
         self._settings = settings
         self._dns = dns
+        self._sending: dict[tuple[str, str], tuple[float, dict[str, Any] | None]] = {}
 
     # ── registration ────────────────────────────────────────────────────────────────────
 
@@ -198,6 +201,7 @@ class Domains:
             if not verified:
                 values["verified_at"] = None
             await repo.update_domain(conn, domain_id, values)
+        self._sending.clear()
         row.update(values)
         return DomainView(row=row, records=checked)
 
@@ -241,6 +245,7 @@ class Domains:
             if "ed25519" in values:
                 values["ed25519"] = 1 if values["ed25519"] else 0
             await repo.update_domain(conn, domain_id, values)
+        self._sending.clear()
         row.update(values)
         return DomainView(row=row, records=row["records"])
 
@@ -249,12 +254,26 @@ class Domains:
         await self._get(caller.account_id, domain_id)
         async with self._db.write() as conn:
             await repo.delete_domain(conn, domain_id)
+        self._sending.clear()
 
     async def sending_domain(self, account_id: str, name: str) -> dict[str, Any] | None:
-        """The account's verified domain of that name, or ``None``."""
+        """The account's verified domain of that name, or ``None``.
+
+        Every email asks this, so answers are kept for a few seconds: a domain that is
+        deleted, unverified or has its quota changed is seen within ``SENDING_CACHE_SECONDS``.
+        """
+        key = (account_id, name.lower())
+        now = time.monotonic()
+        cached = self._sending.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
         async with self._db.read() as conn:
             row = await repo.find_domain(conn, account_id, name.lower())
-        return row if row is not None and row["status"] == "verified" else None
+        found = row if row is not None and row["status"] == "verified" else None
+        if len(self._sending) > 10_000:
+            self._sending.clear()
+        self._sending[key] = (now + SENDING_CACHE_SECONDS, found)
+        return found
 
     # ── quotas ──────────────────────────────────────────────────────────────────────────
 

@@ -80,6 +80,7 @@ class SendRequest:
     list_id: str | None = None  # the list this email went to: unsubscribes are scoped to it
     template_id: str | None = None  # subject, html and text come from this template…
     template_data: dict[str, Any] | None = None  # …rendered with these variables
+    rendered_from: str | None = None  # a template the caller rendered itself (recorded only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -465,7 +466,7 @@ def _rows(
         "metadata": request.metadata,
         "track_opens": int(request.track_opens),
         "track_clicks": int(request.track_clicks),
-        "template_id": request.template_id,
+        "template_id": request.template_id or request.rendered_from,
         "created_at": now,
         "updated_at": now,
     }

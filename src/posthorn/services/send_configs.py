@@ -277,7 +277,7 @@ class SendConfigs:
             track_opens=config.track_opens,
             track_clicks=config.track_clicks,
             unsubscribe=config.unsubscribe,
-            template_id=config.template_id,
+            rendered_from=config.template_id,
         )
         return await self._support.submit(request)
 

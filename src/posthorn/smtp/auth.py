@@ -36,7 +36,7 @@ class Credential:
     """An authenticated submitter."""
 
     account_id: str
-    kind: Literal["sender", "api_key", "trusted"]
+    kind: Literal["sender", "api_key", "user", "trusted"]
     login: str  # what the client logged in as: a sender address, "apikey", or "trusted"
     sender_address: str | None = None  # for a sender: the one address it may send as
     api_key_id: str | None = None
@@ -88,7 +88,12 @@ class Authenticator:
             return await self._api_key(password, client_ip)
         identity = await self._services.senders.authenticate(user, password)
         if identity is None:
-            return Refused("bad_credentials", replies.AUTH_INVALID)
+            # A portal login (BizMail's "SMTP with your portal credentials"): any address on
+            # the account's verified domains, which intake checks like any other From.
+            person = await self._services.users.authenticate(user, password)
+            if person is None:
+                return Refused("bad_credentials", replies.AUTH_INVALID)
+            return Credential(account_id=person.account_id, kind="user", login=person.username)
         return Credential(
             account_id=identity.account_id,
             kind="sender",
