@@ -337,6 +337,50 @@ def cmd_create_user(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def progress_bar(done: int, total: int) -> None:
+    """A one-line progress bar on stderr (stdout stays clean for --json)."""
+    width = 40
+    share = done / total if total else 1.0
+    filled = int(width * share)
+    end = "\n" if done >= total else ""
+    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {share:6.1%}", end=end, file=sys.stderr)
+
+
+def cmd_lists_import(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from posthorn.services.container import build_services
+    from posthorn.services.lists import import_csv
+
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"posthorn: no such file: {path}", file=sys.stderr)
+        return 2
+
+    async def work(db: Database) -> dict[str, Any]:
+        services = build_services(settings, db)
+        try:
+            report = await import_csv(
+                services,
+                account_id=args.account,
+                list_id=args.list,
+                path=path,
+                progress=progress_bar,
+            )
+        finally:
+            await services.close()
+        return dict(report.as_json())
+
+    report = _with_db(settings, work)
+    _emit(
+        args,
+        report,
+        f"imported {report['imported']}, invalid {report['invalid']}, "
+        f"duplicate {report['duplicate']}",
+    )
+    return 0
+
+
 def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
     from posthorn.services.container import build_services
     from posthorn.services.intake import SendRequest
@@ -413,6 +457,16 @@ def build_parser() -> argparse.ArgumentParser:
     key.add_argument("--expires-in-days", type=int)
     key.add_argument("--json", action="store_true")
     key.set_defaults(func=cmd_create_key)
+
+    lists = sub.add_parser("lists", help="mailing lists").add_subparsers(
+        dest="lists_command", required=True
+    )
+    imports = lists.add_parser("import", help="import contacts from a CSV file")
+    imports.add_argument("file")
+    imports.add_argument("--list", required=True)
+    imports.add_argument("--account", required=True)
+    imports.add_argument("--json", action="store_true")
+    imports.set_defaults(func=cmd_lists_import)
 
     user = admin.add_parser("create-user", help="create a login (dashboard, BizMail API, SMTP)")
     user.add_argument("--account", required=True)

@@ -292,6 +292,46 @@ def test_cli_creates_users(env: dict[str, str]) -> None:
     assert again.returncode == 2 and again.stdout == ""
 
 
+def test_cli_imports_a_list_with_progress(
+    env: dict[str, str], server: subprocess.Popen[bytes], tmp_path: Path
+) -> None:
+    account = json_out(posthorn(env, "admin", "create-account", "acme", "--json"))
+    key = json_out(
+        posthorn(env, "admin", "create-key", "--account", account["id"], "--name", "k", "--json")
+    )
+    base = f"http://127.0.0.1:{env['POSTHORN_HTTP_PORT']}"
+    created = httpx.post(
+        f"{base}/v1/lists", headers={"X-API-KEY": key["key"]}, json={"name": "news"}
+    )
+    assert created.status_code == 200, created.text
+    rows = [
+        "email,first_name",
+        *(f"user{i}@example.test,U{i}" for i in range(300)),
+        "not-an-address,X",
+        "user1@example.test,again",
+    ]
+    csv_file = tmp_path / "contacts.csv"
+    csv_file.write_text("\n".join(rows) + "\n")
+    result = posthorn(
+        env,
+        "lists",
+        "import",
+        str(csv_file),
+        "--list",
+        created.json()["id"],
+        "--account",
+        account["id"],
+        "--json",
+    )
+    report = json_out(result)
+    assert (report["imported"], report["invalid"], report["duplicate"]) == (300, 1, 1)
+    assert "100.0%" in result.stderr
+    listed = httpx.get(
+        f"{base}/v1/lists/{created.json()['id']}/contacts", headers={"X-API-KEY": key["key"]}
+    )
+    assert listed.json()["total"] == 300
+
+
 def test_cli_reports_errors_clearly(env: dict[str, str]) -> None:
     assert posthorn(env, "migrate").returncode == 0
     bad = posthorn(env, "admin", "create-key", "--account", "nope", "--name", "k", "--json")
