@@ -15,13 +15,10 @@ from sqlalchemy import func, select
 
 from posthorn import bulk_runner
 from posthorn.bulk_runner import LEASE, TICK, BulkRunner
-from posthorn.delivery.transport import SmtpDeliverer
 from posthorn.services.container import Services
-from posthorn.services.relays import Relays
-from posthorn.services.signing import DkimSigner
 from posthorn.store import bulk as bulk_store
 from posthorn.store.tables import deliveries, emails, utcnow
-from posthorn.worker import Worker
+from tests.support.delivery import deliver_due
 from tests.support.dns import DnsServer
 from tests.support.domains import owner
 from tests.support.sink import SmtpSink
@@ -43,20 +40,6 @@ def runner(services: Services, rate: int) -> BulkRunner:
     return BulkRunner(
         services, settings=services.settings.model_copy(update={"bulk_rate_per_second": rate})
     )
-
-
-async def deliver_due(services: Services, sink: SmtpSink) -> None:
-    settings = services.settings.model_copy(update={"mx_port": sink.port})
-    worker = Worker(
-        services.db,
-        settings,
-        SmtpDeliverer(settings),
-        DkimSigner(services.db, settings),
-        relays=Relays(services.db, settings),
-        make_deliverer=SmtpDeliverer,
-    )
-    await worker.run_until_idle(within=60)
-    await worker.close()
 
 
 async def count(services: Services, table: Any) -> int:

@@ -16,13 +16,10 @@ import httpx
 import pytest
 from sqlalchemy import select, text, update
 
-from posthorn.delivery.transport import SmtpDeliverer
 from posthorn.services.container import Services
-from posthorn.services.relays import Relays
-from posthorn.services.signing import DkimSigner
 from posthorn.services.tracking import tracking_for
 from posthorn.store.tables import accounts, deliveries, emails
-from posthorn.worker import Worker
+from tests.support.delivery import deliver_due
 from tests.support.dns import DnsServer
 from tests.support.domains import owner
 from tests.support.sink import SmtpSink
@@ -47,20 +44,6 @@ def sink(dns: DnsServer) -> Iterator[SmtpSink]:
     dns.add("mx.example.com", "A", "127.0.0.1")
     with SmtpSink(starttls=False) as server:
         yield server
-
-
-async def deliver_due(services: Services, sink: SmtpSink) -> None:
-    settings = services.settings.model_copy(update={"mx_port": sink.port})
-    worker = Worker(
-        services.db,
-        settings,
-        SmtpDeliverer(settings),
-        DkimSigner(services.db, settings),
-        relays=Relays(services.db, settings),
-        make_deliverer=SmtpDeliverer,
-    )
-    await worker.run_until_idle(within=30)
-    await worker.close()
 
 
 @pytest.fixture

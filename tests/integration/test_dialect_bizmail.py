@@ -21,17 +21,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select, update
 
-from posthorn.delivery.transport import SmtpDeliverer
 from posthorn.errors import Conflict, InvalidRequest, NotFound
 from posthorn.services.container import Services
-from posthorn.services.relays import Relays
-from posthorn.services.signing import DkimSigner
 from posthorn.services.tokens import signing_key
 from posthorn.settings import Settings
 from posthorn.store.tables import emails, refresh_tokens, users
 from posthorn.store.users import UserRow
-from posthorn.worker import Worker
 from tests.conftest import LiveServer
+from tests.support.delivery import deliver_due
 from tests.support.dns import DnsServer
 from tests.support.sink import SmtpSink
 
@@ -60,20 +57,6 @@ async def user(services: Services, account: dict[str, str]) -> UserRow:
     return await services.users.create_user(
         account["account_id"], username="Portal.User", password=PASSWORD
     )
-
-
-async def deliver_due(services: Services, sink: SmtpSink) -> None:
-    settings = services.settings.model_copy(update={"mx_port": sink.port})
-    worker = Worker(
-        services.db,
-        settings,
-        SmtpDeliverer(settings),
-        DkimSigner(services.db, settings),
-        relays=Relays(services.db, settings),
-        make_deliverer=SmtpDeliverer,
-    )
-    await worker.run_until_idle(within=30)
-    await worker.close()
 
 
 async def login(http: httpx.AsyncClient, username: str = "portal.user") -> dict[str, Any]:

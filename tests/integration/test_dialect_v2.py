@@ -14,13 +14,10 @@ import pytest
 from sqlalchemy import select, update
 
 from posthorn.bulk_runner import BulkRunner
-from posthorn.delivery.transport import SmtpDeliverer
 from posthorn.services.container import Services
-from posthorn.services.relays import Relays
-from posthorn.services.signing import DkimSigner
 from posthorn.store.events import insert_events
 from posthorn.store.tables import accounts, emails, suppressions, utcnow
-from posthorn.worker import Worker
+from tests.support.delivery import deliver_due
 from tests.support.dns import DnsServer
 from tests.support.domains import owner
 from tests.support.sink import SmtpSink
@@ -39,20 +36,6 @@ def sink(dns: DnsServer) -> Iterator[SmtpSink]:
     dns.add("mx.example.test", "A", "127.0.0.1")
     with SmtpSink(starttls=False) as server:
         yield server
-
-
-async def deliver_due(services: Services, sink: SmtpSink) -> None:
-    settings = services.settings.model_copy(update={"mx_port": sink.port})
-    worker = Worker(
-        services.db,
-        settings,
-        SmtpDeliverer(settings),
-        DkimSigner(services.db, settings),
-        relays=Relays(services.db, settings),
-        make_deliverer=SmtpDeliverer,
-    )
-    await worker.run_until_idle(within=60)
-    await worker.close()
 
 
 async def run_jobs(services: Services) -> None:

@@ -13,14 +13,11 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from posthorn.delivery.transport import SmtpDeliverer
 from posthorn.services.container import Services
-from posthorn.services.relays import Relays
-from posthorn.services.signing import DkimSigner
 from posthorn.settings import Settings
 from posthorn.store.tables import emails, suppressions
-from posthorn.worker import Worker
 from tests.conftest import make_settings
+from tests.support.delivery import deliver_due
 from tests.support.dns import DnsServer
 from tests.support.sink import SmtpSink
 
@@ -58,20 +55,6 @@ def sink(dns: DnsServer) -> Iterator[SmtpSink]:
     dns.add("mx.example.test", "A", "127.0.0.1")
     with SmtpSink(starttls=False) as server:
         yield server
-
-
-async def deliver_due(services: Services, sink: SmtpSink, **changes: Any) -> None:
-    settings = services.settings.model_copy(update={"mx_port": sink.port, **changes})
-    worker = Worker(
-        services.db,
-        settings,
-        SmtpDeliverer(settings),
-        DkimSigner(services.db, settings),
-        relays=Relays(services.db, settings),
-        make_deliverer=SmtpDeliverer,
-    )
-    await worker.run_until_idle(within=30)
-    await worker.close()
 
 
 async def email_count(services: Services) -> int:
