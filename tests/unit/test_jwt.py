@@ -20,7 +20,11 @@ from posthorn.services.tokens import AccessTokenCodec, signing_key
 
 SECRET = "unit-test-secret-" + "0123456789" * 4
 ISSUER = "https://mail.example.test"
-NOW = datetime.now(UTC)
+
+
+def now() -> datetime:
+    """The current instant, read when a test runs (not when the module is collected)."""
+    return datetime.now(UTC)
 
 
 def codec(secret: str = SECRET, **changes: Any) -> AccessTokenCodec:
@@ -47,7 +51,7 @@ def forge(
 
 
 def claims(**changes: Any) -> dict[str, Any]:
-    issued = int(NOW.timestamp())
+    issued = int(now().timestamp())
     values: dict[str, Any] = {
         "iss": ISSUER,
         "aud": "posthorn:bizmail",
@@ -63,12 +67,13 @@ def claims(**changes: Any) -> dict[str, Any]:
 
 
 def test_round_trip_carries_the_claims_and_an_explicit_type() -> None:
-    token = codec().encode(user_id="u1", account_id="a1", session="f1", now=NOW)
+    issued = now()
+    token = codec().encode(user_id="u1", account_id="a1", session="f1", now=issued)
     header = jwt.get_unverified_header(token)
     assert header == {"alg": "HS256", "typ": "at+jwt"}
     decoded = codec().decode(token)
     assert (decoded.user_id, decoded.account_id, decoded.session) == ("u1", "a1", "f1")
-    assert decoded.expires_at == datetime.fromtimestamp(int(NOW.timestamp()) + 900, UTC)
+    assert decoded.expires_at == datetime.fromtimestamp(int(issued.timestamp()) + 900, UTC)
     payload = jwt.decode(token, options={"verify_signature": False})
     assert payload["iss"] == ISSUER and payload["aud"] == "posthorn:bizmail"
     assert payload["exp"] - payload["iat"] == 900 and len(payload["jti"]) == 32
@@ -78,7 +83,7 @@ def test_the_key_is_derived_not_the_raw_secret() -> None:
     key = signing_key(SECRET)
     assert len(key) == 32 and key != SECRET.encode() and key == signing_key(SECRET)
     assert signing_key(SECRET + "x") != key
-    token = codec().encode(user_id="u1", account_id="a1", session="f1", now=NOW)
+    token = codec().encode(user_id="u1", account_id="a1", session="f1", now=now())
     with pytest.raises(jwt.InvalidSignatureError):
         jwt.decode(token, SECRET, algorithms=["HS256"], audience="posthorn:bizmail")
     with pytest.raises(ValueError, match="empty"):
@@ -139,7 +144,7 @@ FORGERIES: dict[str, Callable[[], str]] = {
         digest=hashlib.sha512,
     ),
     "expired": lambda: forge(
-        claims(exp=int((NOW - timedelta(hours=1)).timestamp())), key=signing_key(SECRET)
+        claims(exp=int((now() - timedelta(hours=1)).timestamp())), key=signing_key(SECRET)
     ),
     "another audience": lambda: forge(claims(aud="someone-else"), key=signing_key(SECRET)),
     "another issuer": lambda: forge(claims(iss="https://evil.test"), key=signing_key(SECRET)),
@@ -150,10 +155,10 @@ FORGERIES: dict[str, Callable[[], str]] = {
     "no session": lambda: forge(claims(sid=None), key=signing_key(SECRET)),
     "numeric sub": lambda: forge(claims(sub=7), key=signing_key(SECRET)),
     "not yet valid": lambda: forge(
-        claims(nbf=int((NOW + timedelta(hours=1)).timestamp())), key=signing_key(SECRET)
+        claims(nbf=int((now() + timedelta(hours=1)).timestamp())), key=signing_key(SECRET)
     ),
     "issued in the future": lambda: forge(
-        claims(iat=int((NOW + timedelta(hours=1)).timestamp())), key=signing_key(SECRET)
+        claims(iat=int((now() + timedelta(hours=1)).timestamp())), key=signing_key(SECRET)
     ),
     "typ JWT (not an access token)": lambda: forge(
         claims(), key=signing_key(SECRET), header={"alg": "HS256", "typ": "JWT"}
@@ -174,11 +179,11 @@ def test_forged_and_unacceptable_tokens_are_refused(name: str) -> None:
 
 
 def test_a_small_clock_skew_is_tolerated() -> None:
-    skewed = claims(iat=int((NOW + timedelta(seconds=10)).timestamp()))
+    skewed = claims(iat=int((now() + timedelta(seconds=10)).timestamp()))
     assert codec().decode(forge(skewed, key=signing_key(SECRET))).user_id == "user-1"
 
 
 def test_another_installation_cannot_verify() -> None:
-    token = codec().encode(user_id="u1", account_id="a1", session="f1", now=NOW)
+    token = codec().encode(user_id="u1", account_id="a1", session="f1", now=now())
     with pytest.raises(AuthenticationFailed):
         codec("another-installation-secret").decode(token)
