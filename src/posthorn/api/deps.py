@@ -13,7 +13,8 @@ from posthorn.services.container import Services
 from posthorn.settings import Settings
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
+    # async on purpose: FastAPI runs a plain ``def`` dependency in a worker thread.
     container: Services = request.app.state.services
     return container
 

@@ -3,20 +3,30 @@
 SQLite runs in WAL mode so readers never wait for the writer, and every write transaction
 starts with ``BEGIN IMMEDIATE``: taking the write lock up front means two writers queue on
 ``busy_timeout`` instead of failing with "database is locked" when a reader upgrades.
+
+On SQLite every statement of the async engine is a round trip to the driver's thread (about
+0.3 ms, most of it waiting). :meth:`Database.run_write` avoids that for the hot write path
+(the group commits): the whole transaction runs on one writer thread over a blocking
+connection, in a single hop, driving the same async repository code synchronously.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import event
-from sqlalchemy.engine import Connection
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import Connection, Dialect, Result
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+R = TypeVar("R")
+Work = Callable[[AsyncConnection], Coroutine[Any, Any, R]]
 
 
 class Database:
@@ -29,8 +39,18 @@ class Database:
             self.engine: AsyncEngine = create_async_engine(
                 url, echo=echo, pool_size=pool_size, max_overflow=0, pool_timeout=60
             )
-            _configure_sqlite(self.engine)
+            _configure_sqlite(self.engine.sync_engine)
+            # The writer thread's own blocking engine: one connection, kept open.
+            self._blocking: Engine | None = create_engine(
+                url.replace("+aiosqlite", "", 1), echo=echo, pool_size=1, max_overflow=0
+            )
+            _configure_sqlite(self._blocking)
+            self._writer: ThreadPoolExecutor | None = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="sqlite-writer"
+            )
         else:
+            self._blocking = None
+            self._writer = None
             self.engine = create_async_engine(
                 url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
             )
@@ -44,6 +64,25 @@ class Database:
             async with conn.begin():
                 yield conn
 
+    async def run_write(self, work: Work[R]) -> R:
+        """``await work(conn)`` in one write transaction, committed if it returns.
+
+        ``work`` may only wait for the database: on SQLite it runs on the writer thread, where
+        its ``await conn.execute(...)`` calls complete at once over a blocking connection.
+        """
+        if self._writer is None:
+            async with self.write() as conn:
+                return await work(conn)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, self._write_blocking, work)
+
+    def _write_blocking(self, work: Work[R]) -> R:
+        assert self._blocking is not None
+        with self._blocking.connect() as conn:
+            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                return _complete(work(cast(AsyncConnection, _BlockingConnection(conn))))
+
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A transaction for reading: one consistent snapshot."""
@@ -51,12 +90,39 @@ class Database:
             yield conn
 
     async def dispose(self) -> None:
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
+        if self._blocking is not None:
+            self._blocking.dispose()
         await self.engine.dispose()
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
-    sync_engine = engine.sync_engine
+class _BlockingConnection:
+    """The part of :class:`AsyncConnection` the repositories use, over a blocking one."""
 
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._conn.dialect
+
+    async def execute(self, statement: Any, parameters: Any = None, **kwargs: Any) -> Result[Any]:
+        return self._conn.execute(statement, parameters, **kwargs)
+
+
+def _complete(coroutine: Coroutine[Any, Any, R]) -> R:
+    """Run a coroutine that never suspends to its end, here and now."""
+    try:
+        coroutine.send(None)
+    except StopIteration as finished:
+        return cast(R, finished.value)
+    coroutine.close()
+    raise RuntimeError("a blocking write transaction tried to wait for the event loop")
+
+
+def _configure_sqlite(sync_engine: Engine) -> None:
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.

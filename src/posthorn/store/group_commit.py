@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -24,7 +24,7 @@ R = TypeVar("R")
 
 log = logging.getLogger(__name__)
 
-Flush = Callable[[AsyncConnection, Sequence[T]], Awaitable[Sequence[R]]]
+Flush = Callable[[AsyncConnection, Sequence[T]], Coroutine[Any, Any, Sequence[R]]]
 
 
 class GroupCommitter(Generic[T, R]):
@@ -104,8 +104,7 @@ class GroupCommitter(Generic[T, R]):
             _settle(future, result=result)
 
     async def _write(self, items: Sequence[T]) -> Sequence[R]:
-        async with self._db.write() as conn:
-            return await self._flush(conn, items)
+        return await self._db.run_write(lambda conn: self._flush(conn, items))
 
 
 def _settle(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
-from sqlalchemy import and_, or_, select, tuple_
+from sqlalchemy import select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -27,9 +28,7 @@ async def read_counts(
         )
         await conn.execute(stmt.on_conflict_do_nothing())
     query = select(usage_counters).where(
-        or_(*(and_(usage_counters.c.scope == s, usage_counters.c.window == w) for s, w in keys))
-        if conn.dialect.name == "sqlite"
-        else tuple_(usage_counters.c.scope, usage_counters.c.window).in_(list(keys))
+        tuple_(usage_counters.c.scope, usage_counters.c.window).in_(list(keys))
     )
     if lock and conn.dialect.name == "postgresql":
         query = query.order_by(usage_counters.c.scope, usage_counters.c.window).with_for_update()
@@ -41,19 +40,19 @@ async def increment(conn: AsyncConnection, amounts: Mapping[Key, int]) -> None:
     if not amounts:
         return
     values = [{"scope": s, "window": w, "count": n} for (s, w), n in sorted(amounts.items())]
-    if conn.dialect.name == "postgresql":
-        pg = postgresql.insert(usage_counters).values(values)
-        await conn.execute(
-            pg.on_conflict_do_update(
-                index_elements=["scope", "window"],
-                set_={"count": usage_counters.c.count + pg.excluded.count},
-            )
-        )
-    else:
-        lite = sqlite.insert(usage_counters).values(values)
-        await conn.execute(
-            lite.on_conflict_do_update(
-                index_elements=["scope", "window"],
-                set_={"count": usage_counters.c.count + lite.excluded.count},
-            )
-        )
+    # One statement, many parameter sets: it compiles once and stays in the statement cache
+    # (a multi-row VALUES would compile anew for every batch size).
+    await conn.execute(_ADD[conn.dialect.name], values)
+
+
+def _upsert_adding(insert: postgresql.Insert | sqlite.Insert) -> Any:
+    return insert.on_conflict_do_update(
+        index_elements=["scope", "window"],
+        set_={"count": usage_counters.c.count + insert.excluded.count},
+    )
+
+
+_ADD = {
+    "postgresql": _upsert_adding(postgresql.insert(usage_counters)),
+    "sqlite": _upsert_adding(sqlite.insert(usage_counters)),
+}
