@@ -4,7 +4,7 @@
     posthorn web | worker | smtp | inbound   one role, for scale-out on PostgreSQL
     posthorn migrate          upgrade the schema
     posthorn send …           queue one email (smoke test)
-    posthorn admin …          accounts and API keys
+    posthorn admin …          accounts, their settings, API keys and users
 
 Settings come from the environment (``POSTHORN_*``) and ``posthorn.toml``; they are built
 here once and passed down.
@@ -337,6 +337,30 @@ def cmd_create_user(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_update_account(settings: Settings, args: argparse.Namespace) -> int:
+    from posthorn.services.accounts import Accounts
+
+    changes: dict[str, Any] = {}
+    if args.default_sender is not None:
+        changes["default_sender"] = args.default_sender or None  # "" clears it
+    if args.timezone is not None:
+        changes["timezone"] = args.timezone
+    row = _with_db(settings, lambda db: Accounts(db).update_account(args.account_id, changes))
+    _emit(
+        args,
+        {
+            "id": row.id,
+            "name": row.name,
+            "default_sender": row.default_sender,
+            "timezone": row.timezone,
+            "created_at": row.created_at.isoformat(),
+        },
+        f"account {row.id} ({row.name}): default sender "
+        f"{row.default_sender or '(none)'}, time zone {row.timezone}",
+    )
+    return 0
+
+
 def progress_bar(done: int, total: int) -> None:
     """A one-line progress bar on stderr (stdout stays clean for --json)."""
     width = 40
@@ -474,6 +498,17 @@ def build_parser() -> argparse.ArgumentParser:
     user.add_argument("--password", required=True)
     user.add_argument("--json", action="store_true")
     user.set_defaults(func=cmd_create_user)
+
+    update = admin.add_parser("update-account", help="set an account's default sender or time zone")
+    update.add_argument("account_id", metavar="ID")
+    update.add_argument(
+        "--default-sender",
+        metavar="ADDRESS",
+        help='"addr" or "Name <addr>" on a domain of the account; "" clears it',
+    )
+    update.add_argument("--timezone", metavar="ZONE", help="an IANA name, e.g. Asia/Ho_Chi_Minh")
+    update.add_argument("--json", action="store_true")
+    update.set_defaults(func=cmd_update_account)
     return parser
 
 

@@ -132,6 +132,10 @@ CATALOG: dict[str, dict[str, str]] = {
         "vi": "username: từ 1 đến {limit} ký tự gồm chữ, số và . _ @ + - "
         "(bắt đầu bằng chữ hoặc số); 'apikey' là tên dành riêng",
     },
+    "login_throttled": {
+        "en": "Too many failed logins from your network; try again in {retry_after} s",
+        "vi": "Quá nhiều lần đăng nhập thất bại từ mạng của bạn; thử lại sau {retry_after} giây",
+    },
     "username_taken": {
         "en": "The username {username} is already taken",
         "vi": "Tên đăng nhập {username} đã được sử dụng",
@@ -191,6 +195,21 @@ CATALOG: dict[str, dict[str, str]] = {
     "not_cancellable": {
         "en": "The email can no longer be changed: it is already {status}",
         "vi": "Không thể thay đổi email: email đã ở trạng thái {status}",
+    },
+    "timezone_unknown": {
+        "en": "{field}: '{value}' is not an IANA time zone name (e.g. UTC, Europe/Paris, "
+        "Asia/Ho_Chi_Minh)",
+        "vi": "{field}: '{value}' không phải tên múi giờ IANA (ví dụ UTC, Europe/Paris, "
+        "Asia/Ho_Chi_Minh)",
+    },
+    "default_sender_domain": {
+        "en": "{field}: {domain} is not a domain of this account; add it with POST /v1/domains",
+        "vi": "{field}: {domain} không phải tên miền của tài khoản này; hãy thêm bằng "
+        "POST /v1/domains",
+    },
+    "value_too_long": {
+        "en": "{field}: at most {limit} characters",
+        "vi": "{field}: tối đa {limit} ký tự",
     },
     "not_found": {"en": "{resource} not found", "vi": "Không tìm thấy {resource}"},
     "conflict": {"en": "Conflict", "vi": "Xung đột dữ liệu"},

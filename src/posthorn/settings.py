@@ -94,6 +94,15 @@ class Settings(BaseSettings):
         300, description="How long a claimed delivery stays leased before it returns to the queue."
     )
     worker_poll_seconds: float = Field(0.5, description="Idle wait between queue polls.")
+    destination_recipient_limit: int = Field(
+        50,
+        ge=1,
+        le=100,
+        description="Most recipients of one email sent in one SMTP transaction (one MAIL FROM, "
+        "an RCPT TO each) when they are at one domain and get the same message (no tracking); "
+        "1 sends each alone. At most 100, the number RFC 5321 section 4.5.3.1.8 has every "
+        "server accept.",
+    )
     smtp_timeout_scale: float = Field(
         1.0, description="Multiplies the RFC 5321 section 4.5.3.2 timeouts (tests shorten them)."
     )
@@ -161,6 +170,16 @@ class Settings(BaseSettings):
         30 * 24 * 3600,
         gt=0,
         description="Lifetime of a BizMail refresh token, in seconds; each use rotates it.",
+    )
+    login_failure_limit: int = Field(
+        10,
+        ge=0,
+        description="Failed logins at POST /api/1.0/auth/token per client IP (IPv6: per /64; "
+        "behind TRUSTED_PROXIES, the forwarded address) within LOGIN_FAILURE_WINDOW before "
+        "it answers 429 without checking the password; counted per web process; 0 = no limit.",
+    )
+    login_failure_window: int = Field(
+        300, gt=0, description="Seconds over which failed BizMail logins are counted."
     )
 
     # Bulk jobs

@@ -18,7 +18,7 @@ from sqlalchemy import select, text, update
 
 from posthorn.services.container import Services
 from posthorn.services.tracking import tracking_for
-from posthorn.store.tables import accounts, deliveries, emails
+from posthorn.store.tables import deliveries, emails
 from tests.support.delivery import deliver_due
 from tests.support.dns import DnsServer
 from tests.support.domains import owner
@@ -395,7 +395,7 @@ async def test_1001_for_a_native_api_key(http: httpx.AsyncClient, account: dict[
 
 
 async def test_1002_outside_the_ip_allowlist(
-    http: httpx.AsyncClient, account: dict[str, str], template_id: str, services: Services
+    http: httpx.AsyncClient, account: dict[str, str], template_id: str
 ) -> None:
     fenced = await create_config(
         http, account, template_id=template_id, ip_allowlist=["10.0.0.0/8", "2001:db8::/32"]
@@ -414,16 +414,12 @@ async def test_1002_outside_the_ip_allowlist(
     await http.patch(
         f"{CONFIGS}/{fenced['id']}", json={"ip_allowlist": ["127.0.0.0/8"]}, headers=native(account)
     )
-    await _set_default_sender(services, account["account_id"], "hello@acme.test")
+    sender = await http.patch(
+        "/v1/account", json={"default_sender": "hello@acme.test"}, headers=native(account)
+    )
+    assert sender.status_code == 200, sender.text
     ok = await http.post(SEND, json={"recipient": "u@example.com"}, headers=api_key(fenced["key"]))
     assert ok.json() == SENT_OK
-
-
-async def _set_default_sender(services: Services, account_id: str, address: str) -> None:
-    async with services.db.write() as conn:
-        await conn.execute(
-            update(accounts).where(accounts.c.id == account_id).values(default_sender=address)
-        )
 
 
 @pytest.mark.parametrize(

@@ -11,11 +11,11 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, text
 
 from posthorn.services.container import Services
 from posthorn.services.tracking import tracking_for
-from posthorn.store.tables import accounts, emails
+from posthorn.store.tables import emails
 from tests.support.delivery import deliver_due
 from tests.support.dns import DnsServer
 from tests.support.domains import owner
@@ -39,11 +39,15 @@ def sink(dns: DnsServer) -> Iterator[SmtpSink]:
         yield server
 
 
-async def set_default_sender(services: Services, account_id: str, address: str | None) -> None:
-    async with services.db.write() as conn:
-        await conn.execute(
-            update(accounts).where(accounts.c.id == account_id).values(default_sender=address)
-        )
+async def set_default_sender(
+    http: httpx.AsyncClient, account: dict[str, str], address: str | None
+) -> None:
+    response = await http.patch(
+        "/v1/account",
+        json={"default_sender": address},
+        headers={"X-API-KEY": account["full_access"]},
+    )
+    assert response.status_code == 200, response.text
 
 
 async def email_count(services: Services) -> int:
@@ -63,9 +67,9 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
 
 
 async def test_the_seed_curl_example_sends_from_the_default_sender(
-    http: httpx.AsyncClient, account: dict[str, str], services: Services
+    http: httpx.AsyncClient, account: dict[str, str]
 ) -> None:
-    await set_default_sender(services, account["account_id"], "support@acme.test")
+    await set_default_sender(http, account, "support@acme.test")
     response = await http.post(
         SEND,
         headers={**bearer(account), "Content-Type": "application/json"},
@@ -323,7 +327,7 @@ async def test_no_smtp_provider_without_any_sender(
     fallback = await http.post(SEND, headers=bearer(account), json=message)
     assert fallback.status_code == 200 and fallback.json()["data"]["from"] == "first@acme.test"
     # …and the default sender wins over it.
-    await set_default_sender(services, account["account_id"], "News <news@acme.test>")
+    await set_default_sender(http, account, "News <news@acme.test>")
     chosen = await http.post(SEND, headers=bearer(account), json={**message, "from_name": "Acme"})
     assert chosen.json()["data"]["from"] == "news@acme.test"
 

@@ -11,12 +11,12 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from posthorn.bulk_runner import BulkRunner
 from posthorn.services.container import Services
 from posthorn.store.events import insert_events
-from posthorn.store.tables import accounts, emails, suppressions, utcnow
+from posthorn.store.tables import emails, suppressions, utcnow
 from tests.support.delivery import deliver_due
 from tests.support.dns import DnsServer
 from tests.support.domains import owner
@@ -340,12 +340,12 @@ async def test_form_arrays_of_objects_and_a_json_body(
 async def test_d_schedule_is_local_time_of_the_account(
     http: httpx.AsyncClient, account: dict[str, str], services: Services
 ) -> None:
-    async with services.db.write() as conn:
-        await conn.execute(
-            update(accounts)
-            .where(accounts.c.id == account["account_id"])
-            .values(timezone="Asia/Ho_Chi_Minh")
-        )
+    zone = await http.patch(
+        "/v1/account",
+        json={"timezone": "Asia/Ho_Chi_Minh"},
+        headers={"X-API-KEY": account["full_access"]},
+    )
+    assert zone.status_code == 200, zone.text
     local = (datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")) + timedelta(days=2)).replace(
         second=0, microsecond=0
     )

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import SMTP, AuthResult
 
+from posthorn.domain.throttle import FailureThrottle, client_key
 from posthorn.errors import InvalidRequest, LimitExceeded, PermissionDenied, TooLarge
 from posthorn.smtp import construction, replies
 from posthorn.smtp.auth import loggable_user, parse_plain
 from posthorn.smtp.data import DataReader, Problem
 from posthorn.smtp.received import address_literal, clean_helo, protocol_name, received_field
-from posthorn.smtp.throttle import FailureThrottle, client_key
 
 
 def read(

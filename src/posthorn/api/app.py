@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from posthorn import __version__
 from posthorn.api import errors
 from posthorn.api.limits import BodySizeLimit
+from posthorn.api.routes import account as account_routes
 from posthorn.api.routes import api_keys, domains, emails, logs, ops, relays, senders, suppressions
 from posthorn.api.routes import bulk_jobs as bulk_job_routes
 from posthorn.api.routes import lists as list_routes
@@ -44,6 +45,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     app.include_router(ops.router)
     app.include_router(emails.router)
     app.include_router(api_keys.router)
+    app.include_router(account_routes.router)
     app.include_router(domains.router)
     app.include_router(senders.router)
     app.include_router(logs.router)

@@ -4,7 +4,10 @@ A thin translator: it reads BizMail's wire shapes, calls the same services as th
 (:class:`~posthorn.services.tokens.Tokens` for the tokens, :class:`~posthorn.services.intake.
 Intake` for the mail) and lets ``api/errors.py`` render errors as ``{"detail": ...}`` with the
 native status codes, since BizMail's error shape is the same. The one addition is the
-``WWW-Authenticate`` header that RFC 6750 §3 requires on a refused bearer token.
+``WWW-Authenticate`` header that RFC 6750 §3 requires on a refused bearer token. Failed logins
+are throttled per client network by the token service; the client is the address the
+trusted-proxy rule gives (``api/deps.py``), so a client cannot pick its own with
+``X-Forwarded-For``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from posthorn.api.deps import ServicesDep
+from posthorn.api.deps import ServicesDep, client_ip
 from posthorn.api.errors import error_response, language_of
 from posthorn.domain.addresses import Address, AddressError, format_address, parse_address
 from posthorn.errors import AuthenticationFailed, InvalidRequest, MalformedRequest
@@ -72,9 +75,15 @@ def _no_store(response: Response) -> None:
 
 
 @router.post("/auth/token", response_model=TokenOut)
-async def get_token(body: TokenIn, svc: ServicesDep, response: Response) -> dict[str, Any]:
-    """Exchange a user's username and password for an access token and a refresh token."""
-    pair = await svc.tokens.login(body.username, body.password)
+async def get_token(
+    body: TokenIn, request: Request, svc: ServicesDep, response: Response
+) -> dict[str, Any]:
+    """Exchange a user's username and password for an access token and a refresh token.
+
+    After too many failed logins from one client network: 429 with ``Retry-After``."""
+    pair = await svc.tokens.login(
+        body.username, body.password, client_ip=client_ip(request, svc.settings)
+    )
     _no_store(response)
     return pair.as_json()
 
@@ -247,9 +256,12 @@ def _with_name(sender: str, name: str | None) -> str:
     return format_address(Address(email=parsed.email, name=name.strip()))
 
 
-def _flag(form: FormData, name: str) -> bool:
+def _flag(form: FormData, name: str) -> bool | None:
+    """``None`` when the field is absent: the From domain's setting decides."""
     values = _values(form, name)
-    value = values[0] if values else ""
+    if not values:
+        return None
+    value = values[0]
     if not isinstance(value, str):
         raise InvalidRequest("flag_invalid", field=name)
     word = value.strip().lower()

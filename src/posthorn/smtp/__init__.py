@@ -4,9 +4,9 @@
 - ``protocol``: one session, aiosmtpd's protocol with AUTH, DATA and the replies changed;
 - ``construction``: a session set up without aiosmtpd's per-connection introspection;
 - ``handler``: what is accepted at EHLO, MAIL, RCPT and DATA, then ``intake.submit_raw``;
-- ``auth``: credentials (a sender's password or an API key) turned into a ``Credential``;
+- ``auth``: credentials (a sender's password or an API key) turned into a ``Credential``
+  (failed attempts are counted by ``posthorn.domain.throttle``);
 - ``data`` (pure): the DATA stream turned into one message or a refusal;
-- ``throttle`` (pure): failed AUTH attempts per client network;
 - ``received`` (pure): the Received trace field;
 - ``replies`` (pure): reply texts, enhanced status codes, errors mapped to replies;
 - ``tls``: the configured certificate, or a generated self-signed one.

@@ -17,12 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
+from posthorn.domain.throttle import FailureThrottle
 from posthorn.services.container import Services
 from posthorn.settings import Settings
 from posthorn.smtp.auth import Authenticator
 from posthorn.smtp.handler import SubmissionHandler
 from posthorn.smtp.protocol import SubmissionSMTP
-from posthorn.smtp.throttle import FailureThrottle
 from posthorn.smtp.tls import server_context
 
 log = logging.getLogger("posthorn.smtp")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,6 +18,8 @@ class AccountRow:
     id: str
     name: str
     created_at: datetime
+    default_sender: str | None = None  # the From of a dialect request that names none
+    timezone: str = "UTC"  # an IANA name: how the v2 API reads its local schedule times
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,22 +38,33 @@ class ApiKeyRow:
 
 
 _KEY_COLUMNS = [getattr(api_keys.c, name) for name in ApiKeyRow.__slots__]
+_ACCOUNT_COLUMNS = [getattr(accounts.c, name) for name in AccountRow.__slots__]
+ACCOUNT_SETTINGS = frozenset({"default_sender", "timezone"})  # what update_account may change
 
 
 async def insert_account(conn: AsyncConnection, row: AccountRow) -> None:
-    await conn.execute(
-        accounts.insert().values(id=row.id, name=row.name, created_at=row.created_at)
-    )
+    values: dict[str, Any] = {name: getattr(row, name) for name in AccountRow.__slots__}
+    await conn.execute(accounts.insert().values(**values))
 
 
 async def get_account(conn: AsyncConnection, account_id: str) -> AccountRow | None:
-    result = await conn.execute(
-        select(accounts.c.id, accounts.c.name, accounts.c.created_at).where(
-            accounts.c.id == account_id
-        )
-    )
+    result = await conn.execute(select(*_ACCOUNT_COLUMNS).where(accounts.c.id == account_id))
     found = result.first()
     return AccountRow(**found._mapping) if found else None
+
+
+async def update_account(conn: AsyncConnection, account_id: str, values: dict[str, Any]) -> bool:
+    """Set the account's settings (keys of :data:`ACCOUNT_SETTINGS`); ``False`` if there is
+    no such account."""
+    unknown = set(values) - ACCOUNT_SETTINGS
+    if unknown:
+        raise ValueError(f"not an account setting: {sorted(unknown)}")
+    if not values:
+        return await get_account(conn, account_id) is not None
+    result = await conn.execute(
+        update(accounts).where(accounts.c.id == account_id).values(**values)
+    )
+    return result.rowcount > 0
 
 
 async def insert_api_key(conn: AsyncConnection, row: ApiKeyRow, *, key_hash: str) -> None:
@@ -87,6 +101,16 @@ async def list_api_keys(
         .limit(limit)
     )
     return [ApiKeyRow(**r._mapping) for r in rows], int(total)
+
+
+async def unusable_key_ids(conn: AsyncConnection, key_ids: Collection[str]) -> set[str]:
+    """Those of ``key_ids`` that are revoked or gone."""
+    if not key_ids:
+        return set()
+    rows = await conn.execute(
+        select(api_keys.c.id).where(api_keys.c.id.in_(key_ids), api_keys.c.revoked_at.is_(None))
+    )
+    return set(key_ids) - {row.id for row in rows}
 
 
 async def revoke_api_key(
