@@ -7,7 +7,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from posthorn.services.container import Services
+from posthorn.services.container import Services, build_services
+from posthorn.settings import Settings
+from posthorn.store.database import Database
 from tests.conftest import LiveServer, make_settings
 
 
@@ -135,3 +137,35 @@ async def test_forwarded_for_is_believed_only_from_trusted_proxies(
             assert forged.status_code == 403
     finally:
         await server.stop()
+
+
+async def test_a_key_revoked_by_another_process_cannot_send_even_while_cached(
+    http: httpx.AsyncClient, account: dict[str, str], settings: Settings, services: Services
+) -> None:
+    """The send path reuses a recently read key row; revocation is checked where the email
+    is queued, so a key revoked by another process stops sending on its very next request."""
+    message = {"from": "hello@acme.test", "to": ["a@example.test"], "subject": "s", "text": "t"}
+    first = await http.post("/v1/emails", json=message, headers=h(account, "sending_access"))
+    assert first.status_code == 200  # the key's row is now in this process's cache
+
+    elsewhere = Database(settings.effective_database_url)  # another process: its own cache
+    other = build_services(settings, elsewhere)
+    try:
+        listed = await http.get("/v1/api-keys", headers=h(account))
+        key_id = next(k["id"] for k in listed.json()["data"] if k["name"] == "sending_access")
+        await other.accounts.revoke_key(account["account_id"], key_id)
+    finally:
+        await other.close()
+        await elsewhere.dispose()
+
+    refused = await http.post("/v1/emails", json=message, headers=h(account, "sending_access"))
+    assert refused.status_code == 401, refused.text
+    assert "detail" in refused.json()
+    batch = await http.post(
+        "/v1/emails/batch", json=[message], headers=h(account, "sending_access")
+    )
+    assert batch.status_code == 200 and batch.json()["data"][0]["error"]["status"] == 401
+    emails = await http.get("/v1/emails", headers=h(account))
+    assert emails.json()["total"] == 1  # only the email sent before the revocation
+    reads = await http.get("/v1/emails", headers=h(account, "sending_access"))
+    assert reads.status_code == 401  # everything but sending checks the key in full

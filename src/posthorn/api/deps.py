@@ -38,6 +38,23 @@ async def principal(
 PrincipalDep = Annotated[Principal, Depends(principal)]
 
 
+async def sender(
+    request: Request,
+    svc: ServicesDep,
+    x_api_key: Annotated[str | None, Header(alias="X-API-KEY")] = None,
+) -> Principal:
+    """The caller of a route that queues email: a key with at least sending_access. Its row
+    may come from the cache of recently used keys; see ``Accounts.authenticate``."""
+    caller = await svc.accounts.authenticate(
+        x_api_key, client_ip=client_ip(request, svc.settings), for_sending=True
+    )
+    caller.require(Permission.SENDING_ACCESS)
+    return caller
+
+
+SenderDep = Annotated[Principal, Depends(sender)]
+
+
 def requires(permission: Permission) -> Any:
     """A dependency that lets only keys with at least ``permission`` through."""
 

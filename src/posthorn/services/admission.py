@@ -1,5 +1,7 @@
 """What happens to a prepared email inside the group-commit transaction, in this order:
 
+0. **The API key**: an email sent with a key that has been revoked since the request was
+   authenticated (the send path may reuse a recently read key row) is refused with a 401.
 1. **Idempotency**: a request repeating an ``Idempotency-Key`` of the last 24 hours gets the
    first answer again (the same body) or a 409 (a different body); nothing new is queued.
 2. **Suppressions**: recipients on the account's suppression list get a ``rejected``
@@ -23,8 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from posthorn.domain import quotas
 from posthorn.domain.statuses import Status, aggregate
-from posthorn.errors import Conflict, LimitExceeded, PosthornError
-from posthorn.store import idempotency, suppressions, usage
+from posthorn.errors import AuthenticationFailed, Conflict, LimitExceeded, PosthornError
+from posthorn.store import accounts, idempotency, suppressions, usage
 from posthorn.store.emails import NewEmail, insert_emails
 from posthorn.store.tables import utcnow
 
@@ -82,6 +84,9 @@ Outcome = Accepted | PosthornError
 
 async def admit(conn: AsyncConnection, batch: Sequence[Pending]) -> list[Outcome]:
     now = utcnow()
+    revoked = await accounts.unusable_key_ids(
+        conn, {p.rows.email["api_key_id"] for p in batch if p.rows.email.get("api_key_id")}
+    )
     keyed = [(p.rows.email["account_id"], p.idempotency[0]) for p in batch if p.idempotency]
     remembered = await idempotency.lookup(conn, keyed, since=now - IDEMPOTENCY_WINDOW)
     blocked = await suppressions.suppressed_many(
@@ -97,6 +102,9 @@ async def admit(conn: AsyncConnection, batch: Sequence[Pending]) -> list[Outcome
     answers: list[dict[str, Any]] = []
     for item in batch:
         account_id = item.rows.email["account_id"]
+        if item.rows.email.get("api_key_id") in revoked:
+            results.append(AuthenticationFailed("auth_invalid"))
+            continue
         if item.idempotency is not None:
             seen = remembered.get((account_id, item.idempotency[0]))
             if seen is not None:

@@ -10,7 +10,6 @@ takes over and the old one is retired.
 from __future__ import annotations
 
 import secrets
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -24,6 +23,7 @@ from posthorn.domain.quotas import Limit, key, remaining
 from posthorn.errors import Conflict, InvalidRequest, NotFound
 from posthorn.mime.dkim import dns_record_value, generate_ed25519_key, generate_rsa_key
 from posthorn.services.accounts import Principal
+from posthorn.services.lookup_cache import LookupCache
 from posthorn.settings import Settings
 from posthorn.store import domains as repo
 from posthorn.store import usage
@@ -32,6 +32,7 @@ from posthorn.store.tables import utcnow
 
 DKIM_PURPOSE = "dkim"
 SENDING_CACHE_SECONDS = 2.0
+SEND_DEFAULTS = ("track_opens", "track_clicks", "force_unsubscribe")  # domain/send_defaults.py
 PERIODS: tuple[tuple[str, Any], ...] = (("daily", "day"), ("hourly", "hour"), ("monthly", "month"))
 
 
@@ -52,7 +53,9 @@ class Domains:
         self._db = db
         self._settings = settings
         self._dns = dns
-        self._sending: dict[tuple[str, str], tuple[float, dict[str, Any] | None]] = {}
+        self._sending: LookupCache[tuple[str, str], dict[str, Any] | None] = LookupCache(
+            SENDING_CACHE_SECONDS
+        )
 
     # ── registration ────────────────────────────────────────────────────────────────────
 
@@ -234,17 +237,24 @@ class Domains:
         self, caller: Principal, domain_id: str, changes: dict[str, Any]
     ) -> DomainView:
         """Quota overrides (``daily_limit``, ``hourly_limit``, ``monthly_limit``; null resets
-        to the plan's), ``plan`` and ``ed25519`` (also sign with Ed25519)."""
+        to the plan's), ``plan``, ``ed25519`` (also sign with Ed25519), and the send defaults
+        ``track_opens``, ``track_clicks`` and ``force_unsubscribe`` (true or false)."""
         caller.require(Permission.FULL_ACCESS)
         row = await self._get(caller.account_id, domain_id)
         if "plan" in changes and changes["plan"] not in self._settings.plans:
             raise InvalidRequest("plan_unknown", field="plan", value=str(changes["plan"])[:40])
+        for name in SEND_DEFAULTS:
+            if name in changes and not isinstance(changes[name], bool):
+                raise InvalidRequest(field=name)
         values = {k: v for k, v in changes.items()}
         values["updated_at"] = utcnow()
         async with self._db.write() as conn:
-            if "ed25519" in values:
-                values["ed25519"] = 1 if values["ed25519"] else 0
+            for name in ("ed25519", *SEND_DEFAULTS):
+                if name in values:
+                    values[name] = 1 if values[name] else 0
             await repo.update_domain(conn, domain_id, values)
+        # This process's next send sees the change at once; other processes (more web
+        # workers, the SMTP server) within SENDING_CACHE_SECONDS.
         self._sending.clear()
         row.update(values)
         return DomainView(row=row, records=row["records"])
@@ -260,20 +270,17 @@ class Domains:
         """The account's verified domain of that name, or ``None``.
 
         Every email asks this, so answers are kept for a few seconds: a domain that is
-        deleted, unverified or has its quota changed is seen within ``SENDING_CACHE_SECONDS``.
+        deleted, unverified or has its quota or send defaults changed is seen within
+        ``SENDING_CACHE_SECONDS`` (at once in the process that made the change).
         """
-        key = (account_id, name.lower())
-        now = time.monotonic()
-        cached = self._sending.get(key)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        async with self._db.read() as conn:
-            row = await repo.find_domain(conn, account_id, name.lower())
-        found = row if row is not None and row["status"] == "verified" else None
-        if len(self._sending) > 10_000:
-            self._sending.clear()
-        self._sending[key] = (now + SENDING_CACHE_SECONDS, found)
-        return found
+        name = name.lower()
+
+        async def load() -> dict[str, Any] | None:
+            async with self._db.read() as conn:
+                row = await repo.find_domain(conn, account_id, name)
+            return row if row is not None and row["status"] == "verified" else None
+
+        return await self._sending.get((account_id, name), load)
 
     # ── quotas ──────────────────────────────────────────────────────────────────────────
 

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from posthorn.domain import quotas
 from posthorn.domain.addresses import Address, AddressError, format_address, parse_address
 from posthorn.domain.custom_headers import check_header
+from posthorn.domain.send_defaults import DomainSendDefaults, resolve
 from posthorn.domain.statuses import Status
 from posthorn.errors import InvalidRequest, PermissionDenied, PosthornError, TooLarge
 from posthorn.mime.compose import Attachment, MessageSpec, compose
@@ -74,9 +75,10 @@ class SendRequest:
     extra_limits: Sequence[quotas.Limit] = ()  # e.g. an SMTP sender's own limits
     scheduled_at: datetime | None = None
     metadata: dict[str, Any] | None = None
-    track_opens: bool = False
-    track_clicks: bool = False
-    unsubscribe: bool = False  # add List-Unsubscribe (RFC 8058) and {{ unsubscribe_url }}
+    # None: not said, the From domain's setting decides (domain/send_defaults.py).
+    track_opens: bool | None = None
+    track_clicks: bool | None = None
+    unsubscribe: bool | None = None  # add List-Unsubscribe (RFC 8058) and {{ unsubscribe_url }}
     list_id: str | None = None  # the list this email went to: unsubscribes are scoped to it
     template_id: str | None = None  # subject, html and text come from this template…
     template_data: dict[str, Any] | None = None  # …rendered with these variables
@@ -133,9 +135,11 @@ class Intake:
         first answer comes back and nothing new is queued.
         """
         idem = (idempotency_key, request_hash(request)) if idempotency_key else None
+        domain = await self._from_domain(request)
+        request = _with_send_defaults(request, domain)
         request = await self._render_template(request)
         prepared = self.prepare(request)
-        limits = await self._sending_limits(request.account_id, prepared.sender)
+        limits = self._limits(domain, prepared.sender)
         return await self._commit(
             Pending(prepared.rows, prepared.accepted, [*limits, *request.extra_limits], idem)
         )
@@ -251,15 +255,24 @@ class Intake:
                 account_id=request.account_id,
                 email_id=email_id,
                 recipient=address.email,
-                track_opens=request.track_opens,
-                track_clicks=request.track_clicks,
-                unsubscribe=request.unsubscribe,
+                track_opens=bool(request.track_opens),
+                track_clicks=bool(request.track_clicks),
+                unsubscribe=bool(request.unsubscribe),
                 list_id=request.list_id,
             )
             personal[address.email] = compose(
                 personalise(spec, html_rewrite=plan.html_rewrite, unsubscribe=plan.unsubscribe)
             )
         return personal
+
+    async def _from_domain(self, request: SendRequest) -> dict[str, Any] | None:
+        """The verified domain of the request's From, if it has one (a bad From address is
+        refused by :meth:`prepare`, with the other field errors)."""
+        try:
+            name = parse_address(request.from_).domain
+        except AddressError:
+            return None
+        return await self._domains.sending_domain(request.account_id, name)
 
     async def _render_template(self, request: SendRequest) -> SendRequest:
         """A request naming a template gets its subject and bodies from it."""
@@ -277,7 +290,10 @@ class Intake:
         )
 
     async def _sending_limits(self, account_id: str, sender: Address) -> list[quotas.Limit]:
-        domain = await self._domains.sending_domain(account_id, sender.domain)
+        return self._limits(await self._domains.sending_domain(account_id, sender.domain), sender)
+
+    def _limits(self, domain: dict[str, Any] | None, sender: Address) -> list[quotas.Limit]:
+        """The From domain's quotas; only a verified domain of the account may send."""
         if domain is None:
             raise PermissionDenied("domain_not_verified", field="from", domain=sender.domain)
         return self._domains.limits(domain)
@@ -356,6 +372,23 @@ class Intake:
             created_at=now,
         )
         return Prepared(accepted=accepted, rows=rows, sender=sender)
+
+
+def _with_send_defaults(request: SendRequest, domain: dict[str, Any] | None) -> SendRequest:
+    """Tracking switches the request left unsaid come from its From domain, which may also
+    force the unsubscribe (domain/send_defaults.py)."""
+    switches = resolve(
+        DomainSendDefaults.of(domain),
+        track_opens=request.track_opens,
+        track_clicks=request.track_clicks,
+        unsubscribe=request.unsubscribe,
+    )
+    return dataclasses.replace(
+        request,
+        track_opens=switches.track_opens,
+        track_clicks=switches.track_clicks,
+        unsubscribe=switches.unsubscribe,
+    )
 
 
 def _address(field_name: str, text: str) -> Address:
@@ -464,8 +497,8 @@ def _rows(
         "raw": raw,
         "scheduled_at": scheduled_at,
         "metadata": request.metadata,
-        "track_opens": int(request.track_opens),
-        "track_clicks": int(request.track_clicks),
+        "track_opens": int(bool(request.track_opens)),
+        "track_clicks": int(bool(request.track_clicks)),
         "template_id": request.template_id or request.rendered_from,
         "created_at": now,
         "updated_at": now,

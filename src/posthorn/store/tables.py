@@ -187,6 +187,11 @@ domains = Table(
     Column("monthly_limit", Integer),
     Column("plan", String(40)),
     Column("ed25519", Integer, nullable=False, default=0),  # also sign with ed25519-sha256
+    # What a send that leaves tracking unsaid does, and whether every email from the domain
+    # gets the one-click unsubscribe (domain/send_defaults.py).
+    Column("track_opens", Integer, nullable=False, default=0, server_default="0"),
+    Column("track_clicks", Integer, nullable=False, default=0, server_default="0"),
+    Column("force_unsubscribe", Integer, nullable=False, default=0, server_default="0"),
     Column("verified_at", UtcDateTime()),
     Column("checked_at", UtcDateTime()),
     Column("created_at", UtcDateTime(), nullable=False),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool, field_validator
 
 from posthorn.api.deps import PrincipalDep, ServicesDep
 from posthorn.api.formats import timestamp
@@ -24,6 +24,26 @@ class UpdateDomainIn(BaseModel):
     monthly_limit: int | None = Field(None, ge=0)
     plan: str | None = None
     ed25519: bool | None = Field(None, description="Also sign with ed25519-sha256 (RFC 8463).")
+    track_opens: StrictBool | None = Field(
+        None, description="Track opens of emails whose request does not say (default false)."
+    )
+    track_clicks: StrictBool | None = Field(
+        None, description="Track clicks in emails whose request does not say (default false)."
+    )
+    force_unsubscribe: StrictBool | None = Field(
+        None,
+        description="Give every email from this domain the one-click unsubscribe "
+        "(List-Unsubscribe, RFC 8058, and {{ unsubscribe_url }}), whatever its request said.",
+    )
+
+    @field_validator("track_opens", "track_clicks", "force_unsubscribe")
+    @classmethod
+    def _true_or_false(cls, value: bool | None) -> bool:
+        # true or false only (1 or "true" fail as not strict booleans); left out, the setting
+        # stays as it is, but null has no meaning here.
+        if value is None:
+            raise ValueError("must be true or false")
+        return value
 
 
 class DomainOut(BaseModel):
@@ -40,6 +60,9 @@ class DomainOut(BaseModel):
     monthly_limit: int | None
     plan: str | None
     ed25519: bool
+    track_opens: bool = Field(description="Default for sends that do not say track_opens.")
+    track_clicks: bool = Field(description="Default for sends that do not say track_clicks.")
+    force_unsubscribe: bool = Field(description="Every email gets the one-click unsubscribe.")
 
 
 class DomainSummaryOut(BaseModel):
@@ -91,6 +114,9 @@ def _out(view: DomainView) -> dict[str, Any]:
         "monthly_limit": row.get("monthly_limit"),
         "plan": row.get("plan"),
         "ed25519": bool(row.get("ed25519")),
+        "track_opens": bool(row.get("track_opens")),
+        "track_clicks": bool(row.get("track_clicks")),
+        "force_unsubscribe": bool(row.get("force_unsubscribe")),
     }
 
 
@@ -140,7 +166,8 @@ async def get_domain(domain_id: str, svc: ServicesDep, caller: PrincipalDep) -> 
 async def update_domain(
     domain_id: str, body: UpdateDomainIn, svc: ServicesDep, caller: PrincipalDep
 ) -> dict[str, Any]:
-    """Quota overrides (null returns to the plan's limit), plan, Ed25519 signing."""
+    """Quota overrides (null returns to the plan's limit), plan, Ed25519 signing, and the send
+    defaults: track_opens, track_clicks, force_unsubscribe."""
     changes = body.model_dump(exclude_unset=True)
     return _out(await svc.domains.update(caller, domain_id, changes))
 

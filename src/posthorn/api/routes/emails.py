@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from posthorn.api.deps import PrincipalDep, ServicesDep, requires
+from posthorn.api.deps import PrincipalDep, SenderDep, ServicesDep, requires
 from posthorn.api.errors import field_path, language_of, status_for
 from posthorn.api.formats import parse_timestamp, timestamp
 from posthorn.domain.permissions import Permission
@@ -26,7 +26,10 @@ from posthorn.services.intake import SendRequest, Tag
 
 router = APIRouter(prefix="/v1/emails", tags=["emails"])
 
-Sender = Annotated[Principal, requires(Permission.SENDING_ACCESS)]
+# Sending uses the cached key look-up (intake re-checks revocation when it queues);
+# changing an email already queued checks the key in full.
+Sender = SenderDep
+Scheduler = Annotated[Principal, requires(Permission.SENDING_ACCESS)]
 
 
 class AttachmentIn(BaseModel):
@@ -56,11 +59,18 @@ class SendEmailIn(BaseModel):
         None, description="Take subject, html and text from this template instead."
     )
     template_data: dict[str, Any] | None = Field(None, description="The template's variables.")
-    track_opens: bool = Field(False, description="Count opens with a 1×1 image.")
-    track_clicks: bool = Field(False, description="Count clicks through redirecting links.")
-    unsubscribe: bool = Field(
-        False,
-        description="Add one-click List-Unsubscribe (RFC 8058) and {{ unsubscribe_url }}.",
+    # Left out (or null), the From domain's settings decide (PATCH /v1/domains/{id}).
+    track_opens: bool | None = Field(
+        None, description="Count opens with a 1×1 image. Default: the domain's setting (off)."
+    )
+    track_clicks: bool | None = Field(
+        None,
+        description="Count clicks through redirecting links. Default: the domain's setting (off).",
+    )
+    unsubscribe: bool | None = Field(
+        None,
+        description="Add one-click List-Unsubscribe (RFC 8058) and {{ unsubscribe_url }}. "
+        "Default off; always on when the domain has force_unsubscribe.",
     )
     cc: list[str] = Field(default_factory=list)
     bcc: list[str] = Field(default_factory=list)
@@ -268,7 +278,7 @@ async def send_batch(
 
 
 @router.post("/{email_id}/cancel", response_model=EmailDetailOut, response_model_by_alias=True)
-async def cancel_email(email_id: str, svc: ServicesDep, caller: Sender) -> dict[str, Any]:
+async def cancel_email(email_id: str, svc: ServicesDep, caller: Scheduler) -> dict[str, Any]:
     """Cancel a scheduled or still-queued email (409 when it has already gone out)."""
     return _detail(await svc.emails.cancel(caller.account_id, email_id))
 
@@ -279,7 +289,7 @@ class RescheduleIn(BaseModel):
 
 @router.patch("/{email_id}", response_model=EmailDetailOut, response_model_by_alias=True)
 async def reschedule_email(
-    email_id: str, body: RescheduleIn, svc: ServicesDep, caller: Sender
+    email_id: str, body: RescheduleIn, svc: ServicesDep, caller: Scheduler
 ) -> dict[str, Any]:
     """Move a scheduled email to another time."""
     return _detail(await svc.emails.reschedule(caller.account_id, email_id, body.scheduled_at))
