@@ -1,13 +1,21 @@
-"""The worker loop: claim due deliveries, send each, record what happened.
+"""The worker loop: claim due deliveries, send them, record what happened to each.
 
-    claim (lease) ──▶ suppressed? ──▶ route ──▶ DKIM-sign ──▶ send ──▶ decide ──▶ record
-        ▲                                                                      │
-        └──────────────── free slot ◀──────────────────────────────────────────┘
+    claim (lease) ──▶ group ──▶ suppressed? ──▶ route ──▶ DKIM-sign ──▶ send ──▶ decide ──▶ record
+        ▲                                                                                     │
+        └──────────────────── free slot ◀─────────────────────────────────────────────────────┘
 
-Up to ``worker_concurrency`` deliveries are in flight; the loop claims only as many as there
-are free slots, so a claimed delivery never waits in memory while its lease runs out. A
-heartbeat extends the leases of in-flight deliveries. Results are recorded through a group
-commit. ``stop()`` (SIGTERM) stops claiming, lets in-flight sends finish and records them.
+A *transaction* is what one slot sends: one delivery, or several deliveries of one email that
+get the email's own message (no per-recipient tracking) at one recipient domain, up to
+``destination_recipient_limit``: one MAIL FROM, an RCPT TO each, one DATA, signed once. Each
+delivery still gets its own result, event and retry. A lone delivery's return path names it
+(VERP); a shared transaction's names the group, and a bounce to it is matched to the recipient
+it names (:mod:`posthorn.domain.verp`).
+
+Up to ``worker_concurrency`` transactions are in flight; the loop claims only as many
+deliveries as there are free slots (plus the due ones that join their transactions), so a
+claimed delivery never waits in memory while its lease runs out. A heartbeat extends the
+leases of in-flight deliveries. Results are recorded through a group commit. ``stop()``
+(SIGTERM) stops claiming, lets in-flight sends finish and records them.
 """
 
 from __future__ import annotations
@@ -16,11 +24,12 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from posthorn.delivery.envelope import Envelope
+from posthorn.delivery.envelope import Batch, Envelope
 from posthorn.domain import verp
 from posthorn.domain.outcomes import decide
 from posthorn.domain.results import (
@@ -48,6 +57,35 @@ class Signer(Protocol):
     async def sign(self, domain: str, message: bytes) -> bytes: ...
 
 
+@dataclass(frozen=True, slots=True)
+class _Transaction:
+    """Deliveries that go out in one SMTP transaction, and what they send."""
+
+    items: tuple[queue.ClaimedDelivery, ...]
+    message: queue.QueuedMessage
+    raw: bytes
+    suppressed: dict[int, str]  # delivery id → why the recipient is suppressed
+
+
+def group_transactions(
+    claimed: Sequence[queue.ClaimedDelivery], per_transaction: int
+) -> list[tuple[queue.ClaimedDelivery, ...]]:
+    """Claimed deliveries as transactions: those of one email that share its message and a
+    recipient domain together, at most ``per_transaction`` each; any other alone."""
+    transactions: list[tuple[queue.ClaimedDelivery, ...]] = []
+    shared: dict[tuple[str, str], list[queue.ClaimedDelivery]] = {}
+    for item in claimed:
+        if item.shared and per_transaction > 1:
+            key = (item.email_id, queue.destination_of(item.recipient))
+            shared.setdefault(key, []).append(item)
+        else:
+            transactions.append((item,))
+    for members in shared.values():
+        for start in range(0, len(members), per_transaction):
+            transactions.append(tuple(members[start : start + per_transaction]))
+    return transactions
+
+
 class Worker:
     def __init__(
         self,
@@ -65,6 +103,7 @@ class Worker:
         self._signer = signer
         self._slots = asyncio.Semaphore(settings.worker_concurrency)
         self._in_flight: dict[int, str] = {}  # delivery id → lease token
+        self._per_transaction = settings.destination_recipient_limit
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
@@ -134,17 +173,30 @@ class Worker:
         try:
             now = utcnow()
             token = str(uuid.uuid4())
+            lease_until = now + self._lease
             async with self._db.write() as conn:
                 claimed = await queue.claim(
                     conn,
                     now=now,
-                    lease_until=now + self._lease,
+                    lease_until=lease_until,
                     token=token,
                     limit=free,
                     for_update=not self._db.is_sqlite,
                 )
+                if self._per_transaction > 1:
+                    claimed += await queue.claim_companions(
+                        conn,
+                        claimed,
+                        now=now,
+                        lease_until=lease_until,
+                        token=token,
+                        per_transaction=self._per_transaction,
+                        for_update=not self._db.is_sqlite,
+                    )
                 messages = await queue.load_messages(conn, [c.email_id for c in claimed])
-                personal = await queue.load_personal_messages(conn, [c.id for c in claimed])
+                personal = await queue.load_personal_messages(
+                    conn, [c.id for c in claimed if not c.shared]
+                )
                 blocked = await suppressions.suppressed_many(
                     conn, [(c.account_id, c.recipient) for c in claimed]
                 )
@@ -154,76 +206,113 @@ class Worker:
             log.exception("worker %s: claim failed", self.id)
             await asyncio.sleep(1)
             return 0
-        for _ in range(free - len(claimed)):
+        # Companions only join transactions of deliveries claimed by the limit, so there are
+        # never more transactions than slots.
+        transactions = group_transactions(claimed, self._per_transaction)
+        for _ in range(free - len(transactions)):
             self._slots.release()
-        for item in claimed:
-            if item.email_id not in messages:  # the email was deleted meanwhile
+        for items in transactions:
+            first = items[0]
+            if first.email_id not in messages:  # the email was deleted meanwhile
                 self._slots.release()
                 continue
-            self._in_flight[item.id] = item.lease_token
-            message = messages[item.email_id]
-            task = asyncio.create_task(
-                self._process(
-                    item,
-                    message,
-                    raw=personal.get(item.id, message.raw),
-                    suppressed=blocked.get((item.account_id, item.recipient.lower())),
-                )
+            for item in items:
+                self._in_flight[item.id] = item.lease_token
+            message = messages[first.email_id]
+            suppressed = {
+                item.id: reason
+                for item in items
+                if (reason := blocked.get((item.account_id, item.recipient.lower()))) is not None
+            }
+            job = _Transaction(
+                items, message, personal.get(first.id, message.raw), suppressed=suppressed
             )
+            task = asyncio.create_task(self._process(job))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return len(claimed)
 
-    async def _attempt(
-        self,
-        item: queue.ClaimedDelivery,
-        message: queue.QueuedMessage,
-        raw: bytes,
-        suppressed: str | None,
-    ) -> DeliveryResult:
-        """The pipeline of one delivery: check suppression → route → DKIM-sign → send.
-        Each step may end it early with a result."""
-        if suppressed is not None:
-            note = f"recipient is on the suppression list ({suppressed})"
-            return Refused(Attempt(message=note), reason="suppressed")
-        deliverer = await self._routes.for_account(item.account_id)
-        signed = await self._signer.sign(message.sender.rpartition("@")[2], raw)
-        return await deliverer.deliver(
-            Envelope(
-                mail_from=self._return_path(item, message), recipient=item.recipient, data=signed
-            )
-        )
+    async def _attempt(self, job: _Transaction) -> list[DeliveryResult]:
+        """The pipeline of one transaction: check suppression → route → DKIM-sign → send.
+        Each step may end it early, for one recipient or for all; a result per delivery."""
+        results: dict[int, DeliveryResult] = {}
+        sendable: list[queue.ClaimedDelivery] = []
+        for item in job.items:
+            reason = job.suppressed.get(item.id)
+            if reason is None:
+                sendable.append(item)
+                continue
+            note = f"recipient is on the suppression list ({reason})"
+            results[item.id] = Refused(Attempt(message=note), reason="suppressed")
+        if sendable:
+            deliverer = await self._routes.for_account(job.items[0].account_id)
+            signed = await self._signer.sign(job.message.sender.rpartition("@")[2], job.raw)
+            if len(sendable) == 1:
+                (item,) = sendable
+                envelope = Envelope(self._return_path(item), item.recipient, signed)
+                results[item.id] = await deliverer.deliver(envelope)
+            else:
+                batch = Batch(
+                    self._group_return_path(sendable),
+                    tuple(item.recipient for item in sendable),
+                    signed,
+                )
+                sent = await deliverer.deliver_many(batch)
+                results.update(zip((item.id for item in sendable), sent, strict=True))
+        return [results[item.id] for item in job.items]
 
-    def _return_path(self, item: queue.ClaimedDelivery, message: queue.QueuedMessage) -> str:
+    def _return_path(self, item: queue.ClaimedDelivery) -> str:
         """MAIL FROM: a VERP address naming this delivery, so a bounce finds its way back."""
         return verp.return_path(
             self._settings.secret_key, item.id, self._settings.effective_bounce_domain
         )
 
-    async def _process(
-        self,
-        item: queue.ClaimedDelivery,
-        message: queue.QueuedMessage,
-        *,
-        raw: bytes,
-        suppressed: str | None,
-    ) -> None:
+    def _group_return_path(self, items: Sequence[queue.ClaimedDelivery]) -> str:
+        """MAIL FROM of a shared transaction: one VERP address for all its recipients (RFC
+        5321 §3.3 gives a transaction one reverse-path), naming the group by its first
+        delivery; a bounce says which recipient it is about."""
+        lead = min(item.id for item in items)
+        return verp.group_return_path(
+            self._settings.secret_key, lead, self._settings.effective_bounce_domain
+        )
+
+    async def _process(self, job: _Transaction) -> None:
         try:
             try:
-                result = await self._attempt(item, message, raw, suppressed)
+                results = await self._attempt(job)
             except Exception as exc:  # a bug on our side: retry later rather than lose it
-                log.exception("worker %s: delivery %s raised", self.id, item.id)
-                result = SoftFail(
+                log.exception(
+                    "worker %s: deliveries %s raised",
+                    self.id,
+                    ", ".join(str(item.id) for item in job.items),
+                )
+                failed = SoftFail(
                     attempt=Attempt(message=f"internal error: {exc}"), reason="internal"
                 )
-            outcome = self._outcome(item, message, result, utcnow())
-            recorded = await self._recorder.submit(outcome)
-            if not recorded:
-                log.warning("worker %s: lease on delivery %s was lost", self.id, item.id)
+                results = [failed] * len(job.items)
+            now = utcnow()
+            outcomes = [
+                self._outcome(item, job.message, result, now)
+                for item, result in zip(job.items, results, strict=True)
+            ]
+            recorded = await asyncio.gather(
+                *(self._recorder.submit(outcome) for outcome in outcomes), return_exceptions=True
+            )
+            for item, ok in zip(job.items, recorded, strict=True):
+                if isinstance(ok, BaseException):
+                    log.error(
+                        "worker %s: recording delivery %s failed",
+                        self.id,
+                        item.id,
+                        exc_info=ok,
+                    )
+                elif not ok:
+                    log.warning("worker %s: lease on delivery %s was lost", self.id, item.id)
         except Exception:
-            log.exception("worker %s: recording delivery %s failed", self.id, item.id)
+            log.exception("worker %s: recording deliveries failed", self.id)
         finally:
-            self._in_flight.pop(item.id, None)
+            for item in job.items:
+                self._in_flight.pop(item.id, None)
             self._slots.release()
 
     def _outcome(

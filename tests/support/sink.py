@@ -27,7 +27,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, AnyStr, Literal
 
@@ -59,6 +59,7 @@ class _Script:
 
     failures: dict[str, deque[str]]
     drops: dict[str, int]
+    recipient_failures: dict[str, deque[str]] = field(default_factory=dict)  # by address
     broken_tls: int = 0
     delay: float = 0.0
 
@@ -215,6 +216,15 @@ class SmtpSink:
             queue = self._script.failures.setdefault(stage, deque())
             queue.extend([f"{code} {message}"] * times)
 
+    def refuse_recipient(
+        self, address: str, *, code: int, message: str = "scripted failure", times: int = 1
+    ) -> None:
+        """Answer the next ``times`` RCPT TO commands for ``address`` (case-insensitive) with
+        ``code message``; other recipients of the same transaction are answered as usual."""
+        with self._lock:
+            queue = self._script.recipient_failures.setdefault(address.lower(), deque())
+            queue.extend([f"{code} {message}"] * times)
+
     def drop_next(self, *, stage: DropStage, times: int = 1) -> None:
         """Close the socket without a reply: after the first line of data ("data"), or
         after the final dot ("after_dot"; the message is then not recorded)."""
@@ -244,6 +254,11 @@ class SmtpSink:
     def _take_failure(self, stage: str) -> str | None:
         with self._lock:
             queue = self._script.failures.get(stage)
+            return queue.popleft() if queue else None
+
+    def _take_recipient_failure(self, address: str) -> str | None:
+        with self._lock:
+            queue = self._script.recipient_failures.get(address.lower())
             return queue.popleft() if queue else None
 
     def _take_drop(self, stage: str) -> bool:
@@ -398,7 +413,7 @@ class _Handler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
-        failure = self._sink._take_failure("rcpt")
+        failure = self._sink._take_recipient_failure(address) or self._sink._take_failure("rcpt")
         if failure is not None:
             return failure
         envelope.rcpt_tos.append(address)

@@ -1,7 +1,9 @@
-"""Sending one message to one recipient over SMTP, ending in a :data:`DeliveryResult`.
+"""Sending a message over SMTP, ending in a :data:`DeliveryResult` per recipient.
 
-Direct mode reads like RFC 5321 §5.1: resolve the recipient's domain, then try its hosts in
-order until one takes the message or refuses it for good. How much TLS each host must offer is
+A message for several recipients (a :class:`Batch`) goes in one transaction per next hop: one
+MAIL FROM, an RCPT TO each, one DATA (:mod:`posthorn.delivery.transaction`). Direct mode reads
+like RFC 5321 §5.1: resolve the recipients' domain, then try its hosts in order until each
+recipient's message is taken or refused for good. How much TLS each host must offer is
 the recipient domain's entry in ``TLS_POLICY`` (:mod:`posthorn.domain.tls_policy`). Relay mode
 (``RELAY_URL``) hands every message to one upstream server instead. Both reuse connections
 through a :class:`~posthorn.delivery.pool.ConnectionPool`.
@@ -21,24 +23,25 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import unquote, urlsplit
 
-from posthorn.delivery.envelope import Envelope, EnvelopeError, OutgoingMessage, prepare
-from posthorn.delivery.mx import DnsFailure, MxResolver, to_a_label
-from posthorn.delivery.pool import ConnectionPool, Lease, PoolTimeout
-from posthorn.delivery.session import (
-    Peer,
-    SmtpSession,
-    SmtpTimeouts,
-    StepFailed,
-    TlsFailed,
-    TlsPolicy,
-    Transcript,
-    opportunistic_tls_context,
+from posthorn.delivery import transaction
+from posthorn.delivery.envelope import (
+    Batch,
+    Envelope,
+    EnvelopeError,
+    OutgoingMessage,
+    prepare_batch,
 )
+from posthorn.delivery.mx import DnsFailure, MxResolver, to_a_label
+from posthorn.delivery.peer import Peer, StepFailed, TlsFailed, seen_by
+from posthorn.delivery.pool import ConnectionPool, Lease, PoolTimeout
+from posthorn.delivery.session import SmtpSession, SmtpTimeouts
+from posthorn.delivery.tls import TlsPolicy, opportunistic_tls_context
+from posthorn.delivery.transcript import Transcript
 from posthorn.domain.results import Attempt, Delivered, DeliveryResult, HardFail, SoftFail
 from posthorn.domain.tls_policy import TlsLevel, normalise_table, policy_for, requires_tls
 from posthorn.settings import Settings
 
-__all__ = ["Envelope", "RelayConfig", "SmtpDeliverer"]
+__all__ = ["Batch", "Envelope", "RelayConfig", "SmtpDeliverer"]
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +116,9 @@ class _Target:
 
 @dataclass(frozen=True, slots=True)
 class _Outcome:
+    """One recipient's result at one host, and whether it stands (no other host may do
+    better)."""
+
     result: DeliveryResult
     final: bool
 
@@ -120,7 +126,8 @@ class _Outcome:
 class SmtpDeliverer:
     """Delivers envelopes directly to recipient MX hosts, or through the configured relay.
 
-    Safe for concurrent ``deliver()`` calls on one event loop; call :meth:`aclose` at the end.
+    Safe for concurrent ``deliver()`` and ``deliver_many()`` calls on one event loop; call
+    :meth:`aclose` at the end.
 
     TLS to the relay checks its certificate (the system's CAs plus ``RELAY_CA_FILE``) unless
     ``RELAY_TLS_VERIFY`` is off, in which case it is only encrypted (Postfix's
@@ -157,26 +164,38 @@ class SmtpDeliverer:
 
     async def deliver(self, envelope: Envelope) -> DeliveryResult:
         """Try to hand ``envelope`` to the next hop; never raises for a remote problem."""
-        try:
-            message = prepare(envelope)
-        except EnvelopeError as exc:
-            reason = f"cannot send this envelope: {exc}"
-            return HardFail(Attempt(enhanced_code=exc.enhanced_code, message=reason), reason=reason)
-        transcript = Transcript()
-        if self._relay is not None:
-            result = await self._via_relay(self._relay, message, transcript)
-        else:
-            result = await self._direct(message, transcript)
-        logger.debug(
-            "delivery attempt finished",
-            extra={
-                "action": "smtp_deliver",
-                "outcome": type(result).__name__,
-                "remote_host": result.attempt.remote_host,
-                "code": result.attempt.code,
-            },
+        (result,) = await self.deliver_many(
+            Batch(envelope.mail_from, (envelope.recipient,), envelope.data)
         )
         return result
+
+    async def deliver_many(self, batch: Batch) -> list[DeliveryResult]:
+        """Hand one message to the next hop for every recipient of ``batch``: one transaction
+        per recipient domain (one for all through a relay), one result per recipient, in
+        order. Never raises for a remote problem."""
+        prepared = prepare_batch(batch, by_domain=self._relay is None)
+        results: dict[int, DeliveryResult] = {
+            position: _unsendable(error) for position, error in prepared.refused.items()
+        }
+        for positions, message in prepared.messages:
+            transcript = Transcript()
+            if self._relay is not None:
+                outcomes = await self._via_relay(self._relay, message, transcript)
+            else:
+                outcomes = await self._direct(message, transcript)
+            results.update(zip(positions, outcomes, strict=True))
+        for result in results.values():
+            logger.debug(
+                "delivery attempt finished",
+                extra={
+                    "action": "smtp_deliver",
+                    "outcome": type(result).__name__,
+                    "remote_host": result.attempt.remote_host,
+                    "code": result.attempt.code,
+                    "recipients": len(batch.recipients),
+                },
+            )
+        return [results[position] for position in range(len(batch.recipients))]
 
     async def aclose(self) -> None:
         """Close idle connections (QUIT); later ``deliver()`` calls are an error."""
@@ -184,7 +203,12 @@ class SmtpDeliverer:
 
     # The two modes.
 
-    async def _direct(self, message: OutgoingMessage, transcript: Transcript) -> DeliveryResult:
+    async def _direct(
+        self, message: OutgoingMessage, transcript: Transcript
+    ) -> list[DeliveryResult]:
+        """RFC 5321 §5.1: the domain's hosts in order; a recipient whose outcome another host
+        might better (a temporary refusal, a failed connection) tries the next one, with the
+        others in the same situation."""
         assert self._resolver is not None
         route = await self._resolver.resolve_destinations(message.recipient_domain)
         if isinstance(route, DnsFailure):
@@ -194,9 +218,12 @@ class SmtpDeliverer:
                 message=route.reason,
                 transcript=transcript.lines(),
             )
+            failure: DeliveryResult
             if route.permanent:
-                return HardFail(attempt, reason=route.reason, suppress=route.suppress)
-            return SoftFail(attempt, reason=route.reason)
+                failure = HardFail(attempt, reason=route.reason, suppress=route.suppress)
+            else:
+                failure = SoftFail(attempt, reason=route.reason)
+            return [failure] * len(message.recipients)
         domain = message.recipient_domain
         level = policy_for(domain, self._tls_policies)
         if requires_tls(level):
@@ -211,13 +238,24 @@ class SmtpDeliverer:
             for destination in route.destinations
             for address in destination.addresses
         ][:MAX_ADDRESSES]
-        outcome: _Outcome | None = None
+        assert targets, "a Route always has an address"
+        results: list[DeliveryResult | None] = [None] * len(message.recipients)
+        pending = list(range(len(message.recipients)))
         for target in targets:
-            outcome = await self._attempt(target, message, transcript, via_relay=False)
-            if outcome.final:
-                return outcome.result
-        assert outcome is not None, "a Route always has an address"
-        return outcome.result
+            outcomes = await self._attempt(
+                target, message.only(pending), transcript, via_relay=False
+            )
+            still: list[int] = []
+            for position, outcome in zip(pending, outcomes, strict=True):
+                results[position] = outcome.result
+                if not outcome.final:
+                    still.append(position)
+            pending = still
+            if not pending:
+                break
+        settled = [result for result in results if result is not None]
+        assert len(settled) == len(results), "every recipient has a result"
+        return settled
 
     def _mx_tls(self, level: TlsLevel, domain: str, mx_host: str) -> TlsPolicy:
         """TLS towards one MX host of ``domain`` under ``level``; SNI is the MX host name."""
@@ -235,7 +273,7 @@ class SmtpDeliverer:
 
     async def _via_relay(
         self, relay: RelayConfig, message: OutgoingMessage, transcript: Transcript
-    ) -> DeliveryResult:
+    ) -> list[DeliveryResult]:
         credentials = relay.credentials
         target = _Target(
             host=relay.host,
@@ -250,8 +288,8 @@ class SmtpDeliverer:
             ),
             credentials=credentials,
         )
-        outcome = await self._attempt(target, message, transcript, via_relay=True)
-        return outcome.result
+        outcomes = await self._attempt(target, message, transcript, via_relay=True)
+        return [outcome.result for outcome in outcomes]
 
     # One server address.
 
@@ -262,27 +300,38 @@ class SmtpDeliverer:
         transcript: Transcript,
         *,
         via_relay: bool,
-    ) -> _Outcome:
+    ) -> list[_Outcome]:
+        """One transaction on a connection to ``target``; an outcome per recipient."""
         try:
             async with self._pool.lease(target.key, within=self._timeouts.connect) as lease:
                 session = await self._session(lease, target, transcript)
                 try:
-                    attempt = await session.send(message, transcript)
+                    replies = await transaction.send(session, message, transcript)
                 finally:
                     if session.reusable:
                         lease.keep(session)
                     else:
                         session.abort()
         except StepFailed as failed:
-            return _Outcome(failed.result, final=not failed.next_host)
+            # The connection could not be had: the same for every recipient.
+            return [
+                _Outcome(seen_by(failed.result, transcript, recipient), final=not failed.next_host)
+                for recipient in message.recipients
+            ]
         except PoolTimeout as exc:
             reason = f"too many connections to {target.host} in use here: {exc}"
             transcript.note(reason)
-            attempt = Attempt(
-                remote_host=target.host, message=reason, transcript=transcript.lines()
-            )
-            return _Outcome(SoftFail(attempt, reason=reason), final=False)
-        return _Outcome(Delivered(attempt, via_relay=via_relay), final=True)
+            busy = SoftFail(Attempt(remote_host=target.host, message=reason), reason=reason)
+            return [
+                _Outcome(seen_by(busy, transcript, recipient), final=False)
+                for recipient in message.recipients
+            ]
+        return [
+            _Outcome(Delivered(reply, via_relay=via_relay), final=True)
+            if isinstance(reply, Attempt)
+            else _Outcome(reply.result, final=not reply.next_host)
+            for reply in replies
+        ]
 
     async def _session(
         self, lease: Lease[SmtpSession], target: _Target, transcript: Transcript
@@ -332,6 +381,11 @@ class SmtpDeliverer:
             timeouts=self._timeouts,
             transcript=transcript,
         )
+
+
+def _unsendable(error: EnvelopeError) -> HardFail:
+    reason = f"cannot send this envelope: {error}"
+    return HardFail(Attempt(enhanced_code=error.enhanced_code, message=reason), reason=reason)
 
 
 def _policy_table(table: Mapping[str, str]) -> dict[str, TlsLevel]:

@@ -1,14 +1,17 @@
 """The aiosmtpd handler of the inbound listener: who may receive mail here, and what then.
 
 Only VERP return paths of ours are recipients: ``bounce+<delivery id>.<mac>@<bounce domain>``
-whose MAC verifies under the server secret. Everything else is refused at RCPT with 550 5.1.1,
-so the listener is no relay, and nothing it refuses is ever answered by mail (a bounce of a
-bounce would be backscatter). Nothing is ever sent from here at all.
+(or ``bounce+g<delivery id>.<mac>``, the return path of a transaction to several recipients,
+see :mod:`posthorn.domain.verp`) whose MAC verifies under the server secret. Everything else
+is refused at RCPT with 550 5.1.1, so the listener is no relay, and nothing it refuses is ever
+answered by mail (a bounce of a bounce would be backscatter). Nothing is ever sent from here
+at all.
 
 An accepted message is read (pure, in a thread: it may be 10 MB) and applied to each named
-delivery. A database failure answers 451, so the sending MTA keeps the report and tries again
-(RFC 5321 §4.2.5); a report that cannot be read is accepted and dropped, since the same bytes
-will not read better next time.
+delivery (for a group return path: to each recipient of the group's email that it names). A
+database failure answers 451, so the sending MTA keeps the report and tries again (RFC 5321
+§4.2.5); a report that cannot be read is accepted and dropped, since the same bytes will not
+read better next time.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from posthorn.domain import verp
 from posthorn.domain.bounces import Ignored, Report, parse_report
-from posthorn.inbound.recorder import Outcome, apply_report
+from posthorn.inbound.recorder import Outcome, apply_group_report, apply_report
 from posthorn.settings import Settings
 from posthorn.store.database import Database
 from posthorn.store.tables import utcnow
@@ -52,8 +55,8 @@ class InboundHandler:
         self.idle = asyncio.Event()
         self.idle.set()
 
-    def delivery_id(self, address: str) -> int | None:
-        return verp.delivery_id_from(self._secret, address, self._domain)
+    def token(self, address: str) -> verp.Token | None:
+        return verp.parse(self._secret, address, self._domain)
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self,
@@ -65,7 +68,7 @@ class InboundHandler:
     ) -> str:
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
             return TOO_MANY_RECIPIENTS
-        if self.delivery_id(address) is None:
+        if self.token(address) is None:
             log.debug(
                 "inbound: recipient refused",
                 extra={"action": "inbound_rcpt_refused", "peer": _peer(session)},
@@ -88,19 +91,31 @@ class InboundHandler:
                     extra={"action": "inbound_parse_failed", "peer": _peer(session)},
                 )
                 return ACCEPTED
-            ids = [i for i in map(self.delivery_id, envelope.rcpt_tos) if i is not None]
-            for delivery_id in ids:
+            tokens = [t for t in map(self.token, envelope.rcpt_tos) if t is not None]
+            for token in tokens:
                 try:
-                    outcome = await apply_report(self._db, delivery_id, report, now=utcnow())
+                    outcomes = await self._apply(token, report)
                 except Exception:
                     log.exception(
                         "inbound: could not record a report for delivery %s",
-                        delivery_id,
-                        extra={"action": "inbound_record_failed", "delivery_id": delivery_id},
+                        token.delivery_id,
+                        extra={
+                            "action": "inbound_record_failed",
+                            "delivery_id": token.delivery_id,
+                        },
                     )
                     return TRY_AGAIN
-                _log_outcome(delivery_id, report, outcome, session)
+                for delivery_id, outcome in outcomes:
+                    _log_outcome(delivery_id, report, outcome, session, token=token)
             return ACCEPTED
+
+    async def _apply(self, token: verp.Token, report: Report) -> list[tuple[int | None, Outcome]]:
+        now = utcnow()
+        if token.group:
+            return await apply_group_report(self._db, token.delivery_id, report, now=now)
+        return [
+            (token.delivery_id, await apply_report(self._db, token.delivery_id, report, now=now))
+        ]
 
     @contextmanager
     def _working(self) -> Iterator[None]:
@@ -114,18 +129,29 @@ class InboundHandler:
                 self.idle.set()
 
 
-def _log_outcome(delivery_id: int, report: Report, outcome: Outcome, session: Session) -> None:
+def _log_outcome(
+    delivery_id: int | None,
+    report: Report,
+    outcome: Outcome,
+    session: Session,
+    *,
+    token: verp.Token,
+) -> None:
+    # A group's report that names nobody of the email is logged under the group's lead.
+    about = f"delivery {delivery_id}" if delivery_id is not None else "group"
+    if token.group:
+        about += f" (group of delivery {token.delivery_id})"
     extra: dict[str, Any] = {
         "action": f"inbound_{outcome}",
-        "delivery_id": delivery_id,
+        "delivery_id": delivery_id if delivery_id is not None else token.delivery_id,
         "peer": _peer(session),
         "report": type(report).__name__,
     }
     if isinstance(report, Ignored):
         extra["reason"] = report.reason
-        log.info("inbound: delivery %s: ignored (%s)", delivery_id, report.reason, extra=extra)
+        log.info("inbound: %s: ignored (%s)", about, report.reason, extra=extra)
         return
-    log.info("inbound: delivery %s: %s", delivery_id, outcome, extra=extra)
+    log.info("inbound: %s: %s", about, outcome, extra=extra)
 
 
 def _peer(session: Session) -> str:

@@ -5,10 +5,16 @@ email's status; a complaint adds a ``complained`` event and leaves the delivery 
 mail was delivered; someone did not want it). Either may suppress the address too. A report
 that arrives twice (the sending MTA did not see our reply and tried again) records nothing the
 second time.
+
+A group return path names one transaction that carried the message to several recipients of
+an email; a report to it is applied to each delivery of that email whose recipient it names
+(RFC 3464 §2.3.2 Final-Recipient, RFC 5965 §3.2 Original-Rcpt-To). A failure naming none of
+them cannot be told apart from another recipient's and is left alone (``unmatched``).
 """
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -16,6 +22,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from posthorn.domain.bounces import (
+    Bounce,
     Complaint,
     DeliveryReport,
     Ignored,
@@ -39,6 +46,7 @@ class Outcome(StrEnum):
     DELAYED = "delayed"  # a warning only (RFC 3464 §2.3.3 "delayed"): nothing to record
     IGNORED = "ignored"
     UNKNOWN_DELIVERY = "unknown_delivery"  # the token verified, but the delivery is gone
+    UNMATCHED = "unmatched"  # a group's report names no recipient of the email
 
 
 async def apply_report(db: Database, delivery_id: int, report: Report, *, now: datetime) -> Outcome:
@@ -56,10 +64,58 @@ async def apply_report(db: Database, delivery_id: int, report: Report, *, now: d
         return await _bounce(conn, delivery, report, now)
 
 
+async def apply_group_report(
+    db: Database, lead_id: int, report: Report, *, now: datetime
+) -> list[tuple[int | None, Outcome]]:
+    """Record what ``report`` says about the recipients of the group that delivery ``lead_id``
+    led: the delivery each outcome is about (None when it names none) and what was done."""
+    if isinstance(report, Ignored):
+        return [(None, Outcome.IGNORED)]
+    if isinstance(report, DeliveryReport) and not any(b.permanent for b in report.bounces):
+        return [(None, Outcome.DELAYED)]
+    async with db.write() as conn:
+        members = await store.group_deliveries(conn, lead_id)
+        if not members:
+            return [(None, Outcome.UNKNOWN_DELIVERY)]
+        by_mailbox = {_mailbox(d.recipient): d for d in members}
+        if isinstance(report, Complaint):
+            named = by_mailbox.get(_mailbox(report.recipient or ""))
+            if named is None:
+                return [(None, Outcome.UNMATCHED)]
+            return [(named.id, await _complaint(conn, named, report, now))]
+        outcomes: list[tuple[int | None, Outcome]] = []
+        done: set[int] = set()
+        for bounce in report.bounces:
+            if not bounce.permanent:
+                continue
+            delivery = by_mailbox.get(_mailbox(bounce.recipient))
+            if delivery is None:
+                outcomes.append((None, Outcome.UNMATCHED))
+            elif delivery.id not in done:  # a report may name a recipient twice
+                done.add(delivery.id)
+                outcomes.append((delivery.id, await _bounce(conn, delivery, report, now, bounce)))
+        return outcomes
+
+
+def _mailbox(address: str) -> str:
+    """An address as the matching key: case folded (as :func:`for_recipient` compares), the
+    domain in A-labels since it went on the wire that way (RFC 5890)."""
+    local, at, domain = address.strip().strip("<>").lower().rpartition("@")
+    if not at:
+        return domain
+    with contextlib.suppress(UnicodeError):
+        domain = domain.encode("idna").decode("ascii")
+    return f"{local}@{domain}"
+
+
 async def _bounce(
-    conn: AsyncConnection, delivery: store.ReportedDelivery, report: DeliveryReport, now: datetime
+    conn: AsyncConnection,
+    delivery: store.ReportedDelivery,
+    report: DeliveryReport,
+    now: datetime,
+    bounce: Bounce | None = None,
 ) -> Outcome:
-    bounce = for_recipient(report, delivery.recipient)
+    bounce = bounce or for_recipient(report, delivery.recipient)
     if bounce is None or not bounce.permanent:
         return Outcome.DELAYED
     suppress = suppresses(bounce)

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from posthorn.delivery.envelope import Envelope
+from posthorn.delivery.envelope import Batch, Envelope
 from posthorn.domain.results import DeliveryResult
 from posthorn.services.relays import Relays
 from posthorn.settings import Settings
@@ -17,9 +17,12 @@ CACHE_SECONDS = 30.0
 
 
 class Deliverer(Protocol):
-    """Sends one message to one recipient and says how it went (``delivery/transport.py``)."""
+    """Sends one message to one recipient, or to several in one transaction per next hop, and
+    says how it went for each (``delivery/transport.py``)."""
 
     async def deliver(self, envelope: Envelope) -> DeliveryResult: ...
+
+    async def deliver_many(self, batch: Batch) -> list[DeliveryResult]: ...
 
     async def aclose(self) -> None: ...
 

@@ -55,6 +55,29 @@ async def reported_delivery(conn: AsyncConnection, delivery_id: int) -> Reported
     return None if row is None else ReportedDelivery(**row._mapping)
 
 
+async def group_deliveries(conn: AsyncConnection, lead_id: int) -> list[ReportedDelivery]:
+    """Every delivery of the email that delivery ``lead_id`` belongs to (a group return path
+    names its lead), locked as in :func:`reported_delivery`; empty once the email is gone."""
+    email_id = select(deliveries.c.email_id).where(deliveries.c.id == lead_id).scalar_subquery()
+    query = (
+        select(
+            deliveries.c.id,
+            deliveries.c.email_id,
+            deliveries.c.account_id,
+            deliveries.c.recipient,
+            deliveries.c.status,
+            emails.c.from_email.label("sender"),
+            emails.c.source,
+        )
+        .join(emails, emails.c.id == deliveries.c.email_id)
+        .where(deliveries.c.email_id == email_id)
+        .order_by(deliveries.c.id)
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(of=deliveries)
+    return [ReportedDelivery(**row._mapping) for row in await conn.execute(query)]
+
+
 async def mark_bounced(
     conn: AsyncConnection,
     delivery: ReportedDelivery,

@@ -6,16 +6,22 @@ token still matches, so a worker whose lease ran out (and whose deliveries anoth
 over) cannot overwrite the newer state. On PostgreSQL the claim skips rows that another
 worker is claiming at the same moment (``FOR UPDATE SKIP LOCKED``); SQLite has one writer at a
 time (``BEGIN IMMEDIATE``), which serialises claims by itself.
+
+Deliveries that can share one SMTP transaction (same email, the email's own message, same
+recipient domain) are claimed together: :func:`claim_companions` adds the due ones a claim
+left behind, under the same lease token, so they are leased, extended and recorded exactly
+like the rest.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from posthorn.domain.statuses import aggregate
@@ -33,6 +39,38 @@ class ClaimedDelivery:
     attempts: int
     lease_token: str
     created_at: datetime
+    # The recipient gets the email's own message (no tracking links, no unsubscribe URL of
+    # its own): it may share a transaction with the email's other such recipients.
+    shared: bool = True
+
+
+def destination_of(recipient: str) -> str:
+    """The recipient's domain, case-folded: deliveries of an email to one domain share a
+    route, and so may share a transaction."""
+    return recipient.rpartition("@")[2].lower()
+
+
+_CLAIMED = (
+    deliveries.c.id,
+    deliveries.c.email_id,
+    deliveries.c.account_id,
+    deliveries.c.recipient,
+    deliveries.c.attempts,
+    deliveries.c.lease_token,
+    deliveries.c.created_at,
+    # NULL when the recipient gets the email's message. Not ``raw IS NULL``: on SQLite 3.40
+    # (through aiosqlite) an UPDATE's RETURNING answers it with 0 for a NULL too.
+    func.length(deliveries.c.raw).label("own_message_size"),
+)
+
+
+def _claimed(rows: Any) -> list[ClaimedDelivery]:
+    claimed: list[ClaimedDelivery] = []
+    for row in rows:
+        values = dict(row._mapping)
+        values["shared"] = values.pop("own_message_size") is None
+        claimed.append(ClaimedDelivery(**values))
+    return claimed
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,17 +118,62 @@ async def claim(
         update(deliveries)
         .where(deliveries.c.id.in_(due.scalar_subquery()))
         .values(next_attempt_at=lease_until, lease_token=token)
-        .returning(
-            deliveries.c.id,
-            deliveries.c.email_id,
-            deliveries.c.account_id,
-            deliveries.c.recipient,
-            deliveries.c.attempts,
-            deliveries.c.lease_token,
-            deliveries.c.created_at,
-        )
+        .returning(*_CLAIMED)
     )
-    return [ClaimedDelivery(**row._mapping) for row in result]
+    return _claimed(result)
+
+
+async def claim_companions(
+    conn: AsyncConnection,
+    claimed: Sequence[ClaimedDelivery],
+    *,
+    now: datetime,
+    lease_until: datetime,
+    token: str,
+    per_transaction: int,
+    for_update: bool,
+) -> list[ClaimedDelivery]:
+    """Claim, in the same transaction as :func:`claim`, the due deliveries that could share
+    an SMTP transaction with a shared one in ``claimed`` (same email, same recipient domain)
+    but were left out by its limit; at most ``per_transaction`` per email and domain in all.
+
+    Rows another worker holds are skipped, as in :func:`claim`.
+    """
+    counts = Counter(
+        (item.email_id, destination_of(item.recipient)) for item in claimed if item.shared
+    )
+    room = {key: per_transaction - n for key, n in counts.items() if n < per_transaction}
+    if not room:
+        return []
+    rows = await conn.execute(
+        select(deliveries.c.id, deliveries.c.email_id, deliveries.c.recipient)
+        .where(
+            deliveries.c.email_id.in_({email_id for email_id, _ in room}),
+            deliveries.c.next_attempt_at <= now,
+            deliveries.c.raw.is_(None),
+        )
+        .order_by(deliveries.c.id)
+    )
+    wanted: list[int] = []
+    for row in rows:
+        key = (row.email_id, destination_of(row.recipient))
+        if room.get(key, 0) > 0:
+            room[key] -= 1
+            wanted.append(int(row.id))
+    if not wanted:
+        return []
+    due = select(deliveries.c.id).where(
+        deliveries.c.id.in_(wanted), deliveries.c.next_attempt_at <= now
+    )
+    if for_update:
+        due = due.with_for_update(skip_locked=True)
+    result = await conn.execute(
+        update(deliveries)
+        .where(deliveries.c.id.in_(due.scalar_subquery()))
+        .values(next_attempt_at=lease_until, lease_token=token)
+        .returning(*_CLAIMED)
+    )
+    return _claimed(result)
 
 
 @dataclass(frozen=True, slots=True)
