@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from posthorn.smtp import server as smtp_server_module
 from posthorn.store.database import Database
-from posthorn.store.tables import emails
+from posthorn.store.tables import domains, emails
 from tests.support.dkim_check import dkim_verifies
 from tests.support.dns import DnsServer
 from tests.support.domains import owner
@@ -113,6 +113,44 @@ async def test_sender_credential_mail_is_queued_delivered_intact_and_signed(
     parsed = email.message_from_bytes(delivered.data, policy=email.policy.default)
     (attachment,) = list(parsed.iter_attachments())  # type: ignore[attr-defined]
     assert attachment.get_content() == bytes(range(256)) * 8
+
+
+async def test_a_domain_that_forces_unsubscribe_gets_it_on_smtp_mail_too(
+    start_smtp: Start,
+    smtp_tenant: Tenant,
+    db: Database,
+    mx_sink: SmtpSink,
+    dns: DnsServer,
+) -> None:
+    server = await start_smtp(public_url="https://mail.posthorn.test")
+    async with db.read() as conn:
+        domain_id = (
+            await conn.execute(select(domains.c.id).where(domains.c.name == "acme.test"))
+        ).scalar_one()
+    await server.services.domains.update(
+        owner(smtp_tenant.account_id), domain_id, {"force_unsubscribe": True}
+    )
+    sent = make_message(**{"List-Unsubscribe": "<mailto:old-list@acme.test>"})
+    second = "second@example.test"
+    code, _ = await send(server, message=sent, recipients=[RECIPIENT, second])
+    assert code == 250
+
+    await deliver(server, db)
+    received = {m.rcpt_tos: m.data for m in mx_sink.wait_for(2)}
+    assert set(received) == {(RECIPIENT,), (second,)}  # a copy each: the URLs are personal
+    urls = set()
+    original_body = sent.split(b"\r\n\r\n", 1)[1]
+    for data in received.values():
+        parsed = email.message_from_bytes(data, policy=email.policy.default)
+        (field,) = parsed.get_all("List-Unsubscribe")  # the client's own was replaced
+        https_url = str(field).split(">")[0].lstrip("<")
+        assert https_url.startswith("https://mail.posthorn.test/u/")
+        assert "<mailto:" in str(field) and "old-list" not in str(field)
+        assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert data.split(b"\r\n\r\n", 1)[1] == original_body  # the bodies as written
+        assert dkim_verifies(data, dns)
+        urls.add(https_url)
+    assert len(urls) == 2
 
 
 @pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])

@@ -6,10 +6,11 @@ values (From, To, Cc, Subject, Message-ID) to route, check and show the message.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from email.utils import getaddresses
 
 from posthorn.domain.encoded_words import decode_words
-from posthorn.mime.dkim_canon import split_message
+from posthorn.mime.dkim_canon import CRLF, split_message
 
 
 def read_headers(message: bytes) -> dict[str, list[str]]:
@@ -37,3 +38,13 @@ def address_list(headers: dict[str, list[str]], name: str) -> list[str]:
 
 def prepend_header(message: bytes, name: str, value: str) -> bytes:
     return f"{name}: {value}\r\n".encode() + message
+
+
+def replace_fields(message: bytes, names: Collection[str], fields: bytes) -> bytes:
+    """The message without its fields called one of ``names`` (any case), and with
+    ``fields`` (formatted, each ending in CRLF) added at the end of its header. Every other
+    field and the body are kept byte for byte."""
+    unwanted = {name.lower().encode("ascii") for name in names}
+    kept, body = split_message(message)
+    head = b"".join(f.name + b":" + f.value + CRLF for f in kept if f.key not in unwanted)
+    return head + fields + CRLF + body

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from html.entities import html5
 
 from posthorn.mime.compose import MessageSpec
+from posthorn.mime.headers import format_header
+from posthorn.mime.parse import replace_fields
 
 NOTRACK_ATTRIBUTE = "data-posthorn-notrack"
 UNSUBSCRIBE_PLACEHOLDER = re.compile(r"\{\{\s*unsubscribe_url\s*\}\}")
@@ -135,14 +137,31 @@ def personalise(
         if text is not None:
             text = UNSUBSCRIBE_PLACEHOLDER.sub(lambda _m: https_url, text)
         # RFC 2369 §3 and RFC 8058 §3.1: one of each field; Posthorn's replace the client's.
-        ours = {"list-unsubscribe", "list-unsubscribe-post"}
-        fields = [(name, value) for name, value in headers if name.lower() not in ours]
-        fields.append(("List-Unsubscribe", f"<{https_url}>, <{mailto_url}>"))
-        # RFC 8058 §3.1: one-click needs an HTTPS URI; a plain-http set-up gets RFC 2369 only.
-        if https_url.lower().startswith("https://"):
-            fields.append(("List-Unsubscribe-Post", ONE_CLICK))
-        headers = tuple(fields)
+        fields = [(name, value) for name, value in headers if name.lower() not in _UNSUBSCRIBE]
+        headers = (*fields, *unsubscribe_fields(https_url, mailto_url))
     return dataclasses.replace(spec, html=html, text=text, headers=headers)
+
+
+_UNSUBSCRIBE = frozenset({"list-unsubscribe", "list-unsubscribe-post"})
+
+
+def unsubscribe_fields(https_url: str, mailto_url: str) -> list[tuple[str, str]]:
+    """List-Unsubscribe (RFC 2369 §3.2, most preferred first) and, for an https URL, the
+    one-click List-Unsubscribe-Post (RFC 8058 §3.1; a plain-http set-up gets RFC 2369 only)."""
+    fields = [("List-Unsubscribe", f"<{https_url}>, <{mailto_url}>")]
+    if https_url.lower().startswith("https://"):
+        fields.append(("List-Unsubscribe-Post", ONE_CLICK))
+    return fields
+
+
+def add_unsubscribe(message: bytes, unsubscribe: tuple[str, str]) -> bytes:
+    """A message someone else composed (SMTP), with this recipient's unsubscribe fields in
+    place of any it had. Its bodies stay as written: their encodings are the author's."""
+    fields = b"".join(
+        format_header(name, value, encode_long_words=False)
+        for name, value in unsubscribe_fields(*unsubscribe)
+    )
+    return replace_fields(message, _UNSUBSCRIBE, fields)
 
 
 def _scan(html: str) -> _Scan:

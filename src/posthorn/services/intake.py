@@ -28,7 +28,7 @@ from posthorn.domain.statuses import Status
 from posthorn.errors import InvalidRequest, PermissionDenied, PosthornError, TooLarge
 from posthorn.mime.compose import Attachment, MessageSpec, compose
 from posthorn.mime.parse import address_list, first, prepend_header, read_headers
-from posthorn.mime.tracking import personalise
+from posthorn.mime.tracking import add_unsubscribe, personalise
 from posthorn.services.admission import Accepted, Outcome, Pending, admit
 from posthorn.services.domains import Domains
 from posthorn.services.templates import Templates
@@ -160,10 +160,15 @@ class Intake:
     async def submit_raw(self, submission: RawSubmission) -> Accepted:
         """Queue a message that arrived whole (SMTP): checked like any other, sent as written.
 
-        Only a missing Message-ID is added (RFC 5322 §3.6.4 says it SHOULD be there).
+        Only a missing Message-ID is added (RFC 5322 §3.6.4 says it SHOULD be there), and
+        the unsubscribe fields when the From domain forces them: each recipient then gets its
+        own copy. Tracking is not added: that would mean rewriting the author's MIME bodies.
         """
         prepared = self.prepare_raw(submission)
-        limits = await self._sending_limits(submission.account_id, prepared.sender)
+        domain = await self._domains.sending_domain(submission.account_id, prepared.sender.domain)
+        limits = self._limits(domain, prepared.sender)
+        if DomainSendDefaults.of(domain).force_unsubscribe:
+            self._add_unsubscribe(prepared)
         return await self._commit(
             Pending(prepared.rows, prepared.accepted, [*limits, *submission.extra_limits])
         )
@@ -289,8 +294,21 @@ class Intake:
             request, subject=rendered.subject, html=rendered.html, text=rendered.text
         )
 
-    async def _sending_limits(self, account_id: str, sender: Address) -> list[quotas.Limit]:
-        return self._limits(await self._domains.sending_domain(account_id, sender.domain), sender)
+    def _add_unsubscribe(self, prepared: Prepared) -> None:
+        """Give each recipient of a raw message its own copy with List-Unsubscribe."""
+        email = prepared.rows.email
+        for delivery in prepared.rows.deliveries:
+            plan = tracking_for(
+                self._settings,
+                account_id=email["account_id"],
+                email_id=email["id"],
+                recipient=delivery["recipient"],
+                track_opens=False,
+                track_clicks=False,
+                unsubscribe=True,
+            )
+            assert plan.unsubscribe is not None
+            delivery["raw"] = add_unsubscribe(email["raw"], plan.unsubscribe)
 
     def _limits(self, domain: dict[str, Any] | None, sender: Address) -> list[quotas.Limit]:
         """The From domain's quotas; only a verified domain of the account may send."""

@@ -7,7 +7,7 @@ session, and it is the same answer every time. :func:`init_session` sets the sam
 as aiosmtpd 1.4.6's constructor, with the introspection done once per class and per handler.
 
 It relies on that constructor's layout, so it is used only with the aiosmtpd versions it was
-checked against (``tests/unit/test_smtp_construction.py`` compares both ways); with any other
+checked against (``tests/unit/test_smtp_parts.py`` compares both ways); with any other
 version the caller runs aiosmtpd's own constructor.
 """
 
