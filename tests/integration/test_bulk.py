@@ -350,3 +350,35 @@ async def test_a_quota_pauses_the_job_without_losing_recipients(
     )
     assert job["next_run_at"] > (start + TICK).strftime("%Y-%m-%dT%H:%M:%S")  # waits for the quota
     assert await runner(services, 1000).tick(now=start + TICK) == 0
+
+
+async def test_revoking_the_key_that_created_a_job_loses_none_of_its_recipients(
+    http: httpx.AsyncClient, account: dict[str, str], services: Services
+) -> None:
+    created = await http.post(
+        "/v1/bulk-jobs",
+        json={
+            "name": "Accepted before the revocation",
+            "from": "News <news@acme.test>",
+            "subject": "Hello",
+            "text": "Hi",
+            "recipients": [f"user{i}@example.test" for i in range(5)],
+        },
+        headers=h(account, "sending_access"),
+    )
+    assert created.status_code == 200, created.text
+    keys = (await http.get("/v1/api-keys", headers=h(account))).json()["data"]
+    key_id = next(k["id"] for k in keys if k["name"] == "sending_access")
+    assert (await http.delete(f"/v1/api-keys/{key_id}", headers=h(account))).status_code == 200
+
+    assert await runner(services, 100).tick(now=utcnow()) == 5
+    job = (await http.get(f"/v1/bulk-jobs/{created.json()['id']}", headers=h(account))).json()
+    assert job["status"] == "done" and job["totals"]["queued"] == 5
+    assert await count(services, emails) == 5
+    # The key itself is refused from now on.
+    again = await http.post(
+        "/v1/emails",
+        json={"from": "news@acme.test", "to": ["x@example.test"], "subject": "s", "text": "t"},
+        headers=h(account, "sending_access"),
+    )
+    assert again.status_code == 401

@@ -362,3 +362,45 @@ async def test_a_bounce_to_the_group_return_path_finds_its_recipient(
     stranger = load_sample("postfix_user_unknown", return_path=return_path, recipient="x@x.test")
     assert await inbound.send([return_path], stranger) == {}
     assert (await states(db))[ANN] == ("delivered", 1)
+
+
+async def test_a_group_return_path_speaks_only_for_its_own_transaction(
+    services: Services,
+    db: Database,
+    account_id: str,
+    worker_settings: Settings,
+    sink: SmtpSink,
+    inbound: Inbound,
+) -> None:
+    """Every recipient's MX sees the group return path: a report sent to it must not reach
+    recipients at another domain, nor guess which of several recipients complained."""
+    dan = "dan@other.test"
+    await send(services, account_id, [ANN, BOB, dan])
+    await run_worker(db, worker_settings)
+    (here,) = [m for m in sink.messages if m.rcpt_tos == (ANN, BOB)]
+    return_path = here.mail_from
+
+    # example.test's side names a recipient at other.test: nothing happens to dan.
+    forged = load_sample("postfix_user_unknown", return_path=return_path, recipient=dan)
+    assert await inbound.send([return_path], forged) == {}
+    assert (await states(db))[dan] == ("delivered", 1)
+
+    # A complaint whose Original-Rcpt-To was redacted: the returned message's To (ann) may
+    # not be who complained (bob shared the transaction), so nobody is blamed.
+    redacted = load_sample("arf_abuse", return_path=return_path, recipient=ANN)
+    redacted = b"".join(
+        line for line in redacted.splitlines(keepends=True) if b"Original-Rcpt-To" not in line
+    )
+    assert await inbound.send([return_path], redacted) == {}
+    async with db.read() as conn:
+        blamed = await conn.execute(select(events.c.recipient).where(events.c.type == "complained"))
+        assert blamed.scalars().all() == []
+        suppressed = (await conn.execute(select(suppressions.c.address))).scalars().all()
+    assert suppressed == []
+
+    # The same report naming its recipient is believed.
+    named = load_sample("arf_abuse", return_path=return_path, recipient=BOB)
+    await inbound.send([return_path], named)
+    async with db.read() as conn:
+        suppressed = (await conn.execute(select(suppressions.c.address))).scalars().all()
+    assert suppressed == [BOB]

@@ -71,6 +71,7 @@ class Complaint:
     feedback_type: str  # Feedback-Type (§3.5, §7.3): abuse | fraud | virus | other
     recipient: str | None  # Original-Rcpt-To (§3.2), else To of the returned message
     user_agent: str | None = None  # who generated the report (§3.1)
+    recipient_stated: bool = False  # the recipient is the report's Original-Rcpt-To
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,11 +360,13 @@ def _complaint(feedback: _Part, parts: list[_Part]) -> Report:
     feedback_type = fields.get("feedback-type", "").strip().lower() or "abuse"
     if feedback_type in _NOT_COMPLAINTS:
         return Ignored(f"{feedback_type} feedback report")
-    recipient = _address(fields.get("original-rcpt-to", "")) or _returned_recipient(parts)
+    stated = _address(fields.get("original-rcpt-to", ""))
+    recipient = stated or _returned_recipient(parts)
     return Complaint(
         feedback_type=feedback_type,
         recipient=recipient or None,
         user_agent=fields.get("user-agent") or None,
+        recipient_stated=bool(stated),
     )
 
 

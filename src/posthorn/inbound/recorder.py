@@ -79,7 +79,10 @@ async def apply_group_report(
             return [(None, Outcome.UNKNOWN_DELIVERY)]
         by_mailbox = {_mailbox(d.recipient): d for d in members}
         if isinstance(report, Complaint):
-            named = by_mailbox.get(_mailbox(report.recipient or ""))
+            # The returned message's To names the person complaining only when nobody else
+            # (a Cc, a Bcc) shared the transaction; otherwise only Original-Rcpt-To will do.
+            guessed = not report.recipient_stated and len(members) > 1
+            named = None if guessed else by_mailbox.get(_mailbox(report.recipient or ""))
             if named is None:
                 return [(None, Outcome.UNMATCHED)]
             return [(named.id, await _complaint(conn, named, report, now))]

@@ -77,6 +77,7 @@ class Pending:
     accepted: Accepted
     limits: Sequence[quotas.Limit]
     idempotency: tuple[str, str] | None = None  # (key, hash of the request)
+    key_id: str | None = None  # the API key that must still be valid when this is queued
 
 
 Outcome = Accepted | PosthornError
@@ -84,9 +85,7 @@ Outcome = Accepted | PosthornError
 
 async def admit(conn: AsyncConnection, batch: Sequence[Pending]) -> list[Outcome]:
     now = utcnow()
-    revoked = await accounts.unusable_key_ids(
-        conn, {p.rows.email["api_key_id"] for p in batch if p.rows.email.get("api_key_id")}
-    )
+    revoked = await accounts.unusable_key_ids(conn, {p.key_id for p in batch if p.key_id})
     keyed = [(p.rows.email["account_id"], p.idempotency[0]) for p in batch if p.idempotency]
     remembered = await idempotency.lookup(conn, keyed, since=now - IDEMPOTENCY_WINDOW)
     blocked = await suppressions.suppressed_many(
@@ -102,7 +101,7 @@ async def admit(conn: AsyncConnection, batch: Sequence[Pending]) -> list[Outcome
     answers: list[dict[str, Any]] = []
     for item in batch:
         account_id = item.rows.email["account_id"]
-        if item.rows.email.get("api_key_id") in revoked:
+        if item.key_id is not None and item.key_id in revoked:
             results.append(AuthenticationFailed("auth_invalid"))
             continue
         if item.idempotency is not None:

@@ -72,6 +72,9 @@ class SendRequest:
     headers: dict[str, str] = field(default_factory=dict)
     tags: Sequence[Tag] = ()
     api_key_id: str | None = None
+    # Refuse the email if that key is revoked by the time it is queued; off for work that
+    # was accepted earlier (a bulk job's recipients), which a later revocation must not lose.
+    check_key: bool = True
     extra_limits: Sequence[quotas.Limit] = ()  # e.g. an SMTP sender's own limits
     scheduled_at: datetime | None = None
     metadata: dict[str, Any] | None = None
@@ -141,7 +144,13 @@ class Intake:
         prepared = self.prepare(request)
         limits = self._limits(domain, prepared.sender)
         return await self._commit(
-            Pending(prepared.rows, prepared.accepted, [*limits, *request.extra_limits], idem)
+            Pending(
+                prepared.rows,
+                prepared.accepted,
+                [*limits, *request.extra_limits],
+                idem,
+                key_id=request.api_key_id if request.check_key else None,
+            )
         )
 
     async def _commit(self, pending: Pending) -> Accepted:
@@ -170,7 +179,12 @@ class Intake:
         if DomainSendDefaults.of(domain).force_unsubscribe:
             self._add_unsubscribe(prepared)
         return await self._commit(
-            Pending(prepared.rows, prepared.accepted, [*limits, *submission.extra_limits])
+            Pending(
+                prepared.rows,
+                prepared.accepted,
+                [*limits, *submission.extra_limits],
+                key_id=submission.api_key_id,
+            )
         )
 
     def prepare_raw(self, submission: RawSubmission, *, now: datetime | None = None) -> Prepared:

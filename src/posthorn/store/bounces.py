@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from posthorn.domain.statuses import Status
@@ -56,9 +56,18 @@ async def reported_delivery(conn: AsyncConnection, delivery_id: int) -> Reported
 
 
 async def group_deliveries(conn: AsyncConnection, lead_id: int) -> list[ReportedDelivery]:
-    """Every delivery of the email that delivery ``lead_id`` belongs to (a group return path
-    names its lead), locked as in :func:`reported_delivery`; empty once the email is gone."""
-    email_id = select(deliveries.c.email_id).where(deliveries.c.id == lead_id).scalar_subquery()
+    """The deliveries a group return path can speak for, locked as in
+    :func:`reported_delivery`: those of the lead's email that shared its message (no personal
+    copy) and its recipient domain, the receiving side that saw the return path, and that
+    the receiver accepted (``delivered``; ``bounced`` for a report sent twice). Recipients
+    at other domains, and mail not yet sent, are out of a report's reach."""
+    lead = (
+        await conn.execute(
+            select(deliveries.c.email_id, deliveries.c.recipient).where(deliveries.c.id == lead_id)
+        )
+    ).first()
+    if lead is None:
+        return []
     query = (
         select(
             deliveries.c.id,
@@ -70,12 +79,22 @@ async def group_deliveries(conn: AsyncConnection, lead_id: int) -> list[Reported
             emails.c.source,
         )
         .join(emails, emails.c.id == deliveries.c.email_id)
-        .where(deliveries.c.email_id == email_id)
+        .where(
+            deliveries.c.email_id == lead.email_id,
+            func.length(deliveries.c.raw).is_(None),
+            deliveries.c.status.in_([str(Status.DELIVERED), str(Status.BOUNCED)]),
+        )
         .order_by(deliveries.c.id)
     )
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(of=deliveries)
-    return [ReportedDelivery(**row._mapping) for row in await conn.execute(query)]
+    domain = _domain_of(lead.recipient)
+    rows = await conn.execute(query)
+    return [ReportedDelivery(**r._mapping) for r in rows if _domain_of(r.recipient) == domain]
+
+
+def _domain_of(address: str) -> str:
+    return address.rpartition("@")[2].lower()
 
 
 async def mark_bounced(

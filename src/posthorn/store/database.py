@@ -91,8 +91,8 @@ class Database:
 
     async def dispose(self) -> None:
         if self._writer is not None:
-            self._writer.shutdown(wait=True)
-            self._writer = None
+            writer, self._writer = self._writer, None
+            await asyncio.to_thread(writer.shutdown)  # the last write may be waiting on a lock
         if self._blocking is not None:
             self._blocking.dispose()
         await self.engine.dispose()
