@@ -343,6 +343,20 @@ async def test_repeated_failures_are_throttled(
     assert code == 421
 
 
+async def test_parallel_guesses_cannot_get_past_the_limit(
+    start_smtp: Start, smtp_tenant: Tenant
+) -> None:
+    server = await start_smtp(smtp_auth_failure_limit=3)
+    clients = [await RawClient.connect(server.port) for _ in range(8)]
+    for client in clients:
+        await client.command("EHLO client.test")
+        await client.starttls()
+        await client.command("EHLO client.test")
+    bad = "AUTH PLAIN AG5vYm9keUBhY21lLnRlc3QAd3Jvbmc="  # nobody@acme.test / wrong
+    codes = [code for code, _ in await asyncio.gather(*(c.command(bad) for c in clients))]
+    assert sorted(codes) == [421] * 5 + [535] * 3
+
+
 async def test_foreign_domain_is_refused(
     smtp_server: SubmissionServer, smtp_tenant: Tenant, db: Database
 ) -> None:

@@ -106,13 +106,14 @@ class SubmissionSMTP(SMTP):
         """
         plain = _PLAIN_PATH.match(arg)
         if plain is not None:
-            address = plain.group(1)
-            rest = arg[plain.end() :].lstrip(" \t")  # the parser eats folding white space…
+            address, rest = plain.group(1), arg[plain.end() :]
             too_long = self.local_part_limit and len(address.rpartition("@")[0]) > (
                 self.local_part_limit
             )
-            if not too_long and not rest.startswith("("):  # …and comments: leave those to it
-                return address, rest
+            # Nothing after the path, or one space and a parameter (RFC 5321 §4.1.2); other
+            # white space and comments are for the full parser, which removes them its way.
+            if not too_long and (not rest or (rest[0] == " " and rest[1:2].isalnum())):
+                return address, rest[1:]
         result: tuple[str | None, str | None] = super()._getaddr(arg)
         return result
 
@@ -256,6 +257,10 @@ class SubmissionSMTP(SMTP):
         ip = self.client_ip
         if not self.submission.throttle.blocked(ip, self.loop.time()):
             return False
+        await self._refuse_throttled(ip)
+        return True
+
+    async def _refuse_throttled(self, ip: str) -> None:
         log.warning(
             "smtp auth throttled peer=%s",
             ip,
@@ -264,13 +269,17 @@ class SubmissionSMTP(SMTP):
         await self.push(replies.AUTH_THROTTLED)
         if self.transport is not None:
             self.transport.close()
-        return True
 
     async def _check(self, user: str, password: str) -> AuthResult:
         ip = self.client_ip
+        # Counted as a failure before the check and taken back if it succeeds, so sessions
+        # guessing in parallel cannot together get past the limit.
+        charged_at = self.loop.time()
+        if self.submission.throttle.charge(ip, charged_at) > 0:
+            await self._refuse_throttled(ip)
+            return AuthResult(success=False, handled=True)
         result = await self.submission.authenticator.check(user, password, client_ip=ip)
         if isinstance(result, Refused):
-            self.submission.throttle.record(ip, self.loop.time())
             log.warning(
                 "smtp auth failed user=%s peer=%s reason=%s",
                 loggable_user(user),
@@ -279,6 +288,7 @@ class SubmissionSMTP(SMTP):
                 extra={"action": "smtp_auth_failed", "peer": ip, "reason": result.reason},
             )
             return AuthResult(success=False, handled=False, message=result.reply)
+        self.submission.throttle.refund(ip, charged_at)
         log.info(
             "smtp auth ok user=%s account=%s peer=%s",
             loggable_user(result.login),
