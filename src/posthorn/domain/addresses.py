@@ -50,6 +50,7 @@ _LOCAL_ATOM = re.compile(rf"[{_ATEXT}\u0080-\U0010ffff]+")
 _LDH_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
 _ATOM_PHRASE = re.compile(rf"[{_ATEXT}]+(?: [{_ATEXT}]+)*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_WHITE_SPACE = re.compile(r"\s")  # str.isspace's characters
 # Characters that make an unquoted display name ambiguous: a second address, a group (":"),
 # or a stray quote. "." and "@" are tolerated because mail clients emit them unquoted.
 _NAME_BREAKERS = re.compile(r'[<>",;:]')
@@ -162,7 +163,7 @@ def _read_quoted(text: str) -> tuple[str, int]:
 
 def _parse_addr_spec(spec: str) -> str:
     """Validate ``local@domain`` and return it with the domain as a lower-case A-label."""
-    if any(char.isspace() for char in spec):
+    if _WHITE_SPACE.search(spec):
         raise AddressError("address contains white space")
     at_count = spec.count("@")
     if at_count == 0:
