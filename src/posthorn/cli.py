@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -31,6 +33,7 @@ from posthorn.store.database import Database
 from posthorn.store.migrate import is_current, migrate
 
 T = TypeVar("T")
+PR_SET_PDEATHSIG = 1  # prctl(2)
 log = logging.getLogger("posthorn")
 
 
@@ -217,12 +220,27 @@ def cmd_inbound(settings: Settings, _args: argparse.Namespace) -> int:
 ROLES = ("web", "worker", "smtp", "inbound")
 
 
+def _stop_with(parent: int) -> Callable[[], None]:
+    """For a child of ``serve``: have the kernel send it SIGTERM when ``serve`` dies, even by
+    SIGKILL, so no role is left running on its own (Linux ``PR_SET_PDEATHSIG``)."""
+
+    def arrange() -> None:
+        if sys.platform.startswith("linux"):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+            if os.getppid() != parent:  # serve died before the request was made
+                os._exit(0)
+
+    return arrange
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     """Migrate, then run every role as a child process until SIGTERM/SIGINT or one dies."""
     run_async(_migrate(settings))
     children = {
         role: subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "posthorn", "--log-level", args.log_level, role]
+            [sys.executable, "-m", "posthorn", "--log-level", args.log_level, role],
+            preexec_fn=_stop_with(os.getpid()),  # serve has no threads of its own when it forks
         )
         for role in ROLES
     }

@@ -339,3 +339,43 @@ def test_cli_reports_errors_clearly(env: dict[str, str]) -> None:
     assert bad.returncode == 2
     assert bad.stdout == ""
     assert "account not found" in bad.stderr
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # pid (comm) state ppid …; comm may hold spaces, so split after its ")".
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_no_role_outlives_a_killed_serve(server: subprocess.Popen[bytes]) -> None:
+    roles = _children(server.pid)
+    assert len(roles) == 4  # web, worker, smtp, inbound
+    server.kill()  # SIGKILL: serve gets no chance to stop them itself
+    server.wait(timeout=10)
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline and any(_alive(pid) for pid in roles):
+            time.sleep(0.2)
+        assert not [pid for pid in roles if _alive(pid)], "a role kept running without serve"
+    finally:
+        for pid in roles:  # whatever the outcome, leave none of them behind
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
