@@ -105,7 +105,10 @@ def test_an_internationalised_report() -> None:
 def test_a_complaint() -> None:
     report = parse_report(sample("arf_abuse"))
     assert report == Complaint(
-        feedback_type="abuse", recipient=RECIPIENT, user_agent="ExampleMail-FBL/2.0"
+        feedback_type="abuse",
+        recipient=RECIPIENT,
+        user_agent="ExampleMail-FBL/2.0",
+        recipient_stated=True,
     )
 
 
@@ -113,6 +116,7 @@ def test_a_complaint_with_a_redacted_recipient_names_the_returned_message_s() ->
     data = sample("arf_abuse").replace(f"Original-Rcpt-To: <{RECIPIENT}>\r\n".encode(), b"")
     report = parse_report(data)
     assert isinstance(report, Complaint) and report.recipient == RECIPIENT
+    assert not report.recipient_stated  # a guess: who shared the transaction decides its use
 
 
 @pytest.mark.parametrize("kind", ["auth-failure", "not-spam"])
