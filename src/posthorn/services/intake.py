@@ -10,12 +10,10 @@ submissions share transactions (group commit); each caller waits for its own com
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -31,6 +29,15 @@ from posthorn.mime.parse import address_list, first, prepend_header, read_header
 from posthorn.mime.tracking import add_unsubscribe, personalise
 from posthorn.services.admission import Accepted, Outcome, Pending, admit
 from posthorn.services.domains import Domains
+from posthorn.services.email_rows import (
+    check_address,
+    check_addresses,
+    check_metadata,
+    check_schedule,
+    check_tags,
+    email_rows,
+    request_hash,
+)
 from posthorn.services.templates import Templates
 from posthorn.services.tracking import tracking_for
 from posthorn.settings import Settings
@@ -40,12 +47,7 @@ from posthorn.store.group_commit import GroupCommitter
 from posthorn.store.tables import utcnow
 
 MAX_SUBJECT_CHARS = 998  # RFC 5322 §2.1.1: a line is at most 998 characters
-MAX_SCHEDULE_AHEAD = timedelta(days=30)
 UNSUBSCRIBE_PLACEHOLDER = "{{ unsubscribe_url }}"
-MAX_METADATA_KEYS = 50
-MAX_METADATA_BYTES = 4096
-MAX_TAGS = 20
-MAX_TAG_CHARS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,8 +197,8 @@ class Intake:
         from_header = first(headers, "from")
         if from_header is None:
             raise InvalidRequest("from_missing", field="from")
-        sender = _address("from", from_header)
-        envelope = _addresses("to", submission.recipients)
+        sender = check_address("from", from_header)
+        envelope = check_addresses("to", submission.recipients)
         if not envelope:
             raise InvalidRequest("recipients_required", field="to")
         if len(envelope) > self._settings.max_recipients:
@@ -232,7 +234,7 @@ class Intake:
             subject=(first(headers, "subject") or "")[:MAX_SUBJECT_CHARS],
             api_key_id=submission.api_key_id,
         )
-        rows = _rows(
+        rows = email_rows(
             email_id=email_id,
             message_id=message_id,
             request=request,
@@ -336,11 +338,11 @@ class Intake:
     def prepare(self, request: SendRequest, *, now: datetime | None = None) -> Prepared:
         """Everything but the commit: pure apart from the clock and the id generator."""
         now = now or utcnow()
-        sender = _address("from", request.from_)
-        to = _addresses("to", request.to)
-        cc = _addresses("cc", request.cc)
-        bcc = _addresses("bcc", request.bcc)
-        reply_to = _address("reply_to", request.reply_to) if request.reply_to else None
+        sender = check_address("from", request.from_)
+        to = check_addresses("to", request.to)
+        cc = check_addresses("cc", request.cc)
+        bcc = check_addresses("bcc", request.bcc)
+        reply_to = check_address("reply_to", request.reply_to) if request.reply_to else None
         if not to:
             raise InvalidRequest("recipients_required", field="to")
         count = len(to) + len(cc) + len(bcc)
@@ -359,9 +361,9 @@ class Intake:
             problem = check_header(name, value)
             if problem:
                 raise InvalidRequest(problem, field="headers", name=name)
-        tags = _check_tags(request.tags)
-        scheduled_at = _check_schedule(request.scheduled_at, now)
-        _check_metadata(request.metadata)
+        tags = check_tags(request.tags)
+        scheduled_at = check_schedule(request.scheduled_at, now)
+        check_metadata(request.metadata)
 
         email_id = str(uuid.uuid4())
         message_id = f"{email_id}@{self._settings.hostname}"
@@ -382,7 +384,7 @@ class Intake:
         if len(raw) > self._settings.max_message_bytes:
             raise TooLarge(limit=self._settings.max_message_bytes)
         personal = self._personalise(request, spec, email_id, (*to, *cc, *bcc))
-        rows = _rows(
+        rows = email_rows(
             email_id=email_id,
             message_id=message_id,
             request=request,
@@ -421,154 +423,3 @@ def _with_send_defaults(request: SendRequest, domain: dict[str, Any] | None) -> 
         track_clicks=switches.track_clicks,
         unsubscribe=switches.unsubscribe,
     )
-
-
-def _address(field_name: str, text: str) -> Address:
-    try:
-        return parse_address(text)
-    except AddressError as exc:
-        raise InvalidRequest("invalid_address", field=field_name, value=text[:100]) from exc
-
-
-def _addresses(field_name: str, items: Sequence[str]) -> tuple[Address, ...]:
-    return tuple(_address(f"{field_name}[{i}]", item) for i, item in enumerate(items))
-
-
-def _check_schedule(when: datetime | None, now: datetime) -> datetime | None:
-    """A time to send at, up to 30 days ahead; a time already past means now."""
-    if when is None:
-        return None
-    if when.tzinfo is None:
-        raise InvalidRequest("schedule_invalid", field="scheduled_at")
-    if when - now > MAX_SCHEDULE_AHEAD:
-        raise InvalidRequest("schedule_too_far", field="scheduled_at", days=30)
-    return when if when > now else None
-
-
-def _check_metadata(metadata: dict[str, Any] | None) -> None:
-    if metadata is None:
-        return
-    size = len(json.dumps(metadata, default=str))
-    if len(metadata) > MAX_METADATA_KEYS or size > MAX_METADATA_BYTES:
-        raise InvalidRequest("metadata_too_large", field="metadata", limit=MAX_METADATA_BYTES)
-
-
-def request_hash(request: SendRequest) -> str:
-    """A fingerprint of what was asked, to tell a retried request from a different one."""
-    shape = {
-        "from": request.from_,
-        "to": list(request.to),
-        "cc": list(request.cc),
-        "bcc": list(request.bcc),
-        "reply_to": request.reply_to,
-        "subject": request.subject,
-        "html": request.html,
-        "text": request.text,
-        "headers": request.headers,
-        "tags": [(t.name, t.value) for t in request.tags],
-        "attachments": [
-            (a.filename, a.content_type, hashlib.sha256(a.content).hexdigest())
-            for a in request.attachments
-        ],
-        "scheduled_at": request.scheduled_at.isoformat() if request.scheduled_at else None,
-        "metadata": request.metadata,
-        "template": [request.template_id, request.template_data],
-        "tracking": [request.track_opens, request.track_clicks, request.unsubscribe],
-    }
-    return hashlib.sha256(json.dumps(shape, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _check_tags(tags: Sequence[Tag]) -> list[dict[str, str]]:
-    if len(tags) > MAX_TAGS:
-        raise InvalidRequest(field="tags")
-    for index, tag in enumerate(tags):
-        if not tag.name or len(tag.name) > MAX_TAG_CHARS or len(tag.value) > MAX_TAG_CHARS:
-            raise InvalidRequest(field=f"tags[{index}]")
-    return [{"name": t.name, "value": t.value} for t in tags]
-
-
-def _rows(
-    *,
-    email_id: str,
-    message_id: str,
-    request: SendRequest,
-    sender: Address,
-    recipients: dict[str, tuple[Address, ...]],
-    reply_to: Address | None,
-    tags: list[dict[str, str]],
-    raw: bytes,
-    now: datetime,
-    scheduled_at: datetime | None = None,
-    personal: dict[str, bytes] | None = None,
-) -> NewEmail:
-    status = Status.SCHEDULED if scheduled_at else Status.QUEUED
-    personal = personal or {}
-    email: dict[str, Any] = {
-        "id": email_id,
-        "account_id": request.account_id,
-        "api_key_id": request.api_key_id,
-        "source": request.source,
-        "message_id": message_id,
-        "from_header": format_address(sender),
-        "from_email": sender.email,
-        "to_addrs": [a.email for a in recipients["to"]],
-        "cc_addrs": [a.email for a in recipients["cc"]],
-        "bcc_addrs": [a.email for a in recipients["bcc"]],
-        "reply_to": format_address(reply_to) if reply_to else None,
-        "subject": request.subject,
-        "html": request.html,
-        "text": request.text,
-        "headers": dict(request.headers),
-        "tags": tags,
-        "attachments": [
-            {"filename": a.filename, "content_type": a.content_type, "size": len(a.content)}
-            for a in request.attachments
-        ],
-        "status": str(status),
-        "size": len(raw),
-        "raw": raw,
-        "scheduled_at": scheduled_at,
-        "metadata": request.metadata,
-        "track_opens": int(bool(request.track_opens)),
-        "track_clicks": int(bool(request.track_clicks)),
-        "template_id": request.template_id or request.rendered_from,
-        "created_at": now,
-        "updated_at": now,
-    }
-    deliveries: list[dict[str, Any]] = []
-    events: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for kind, addresses in recipients.items():
-        for address in addresses:
-            key = address.email.lower()
-            if key in seen:  # one copy per mailbox, however often it was listed
-                continue
-            seen.add(key)
-            deliveries.append(
-                {
-                    "email_id": email_id,
-                    "account_id": request.account_id,
-                    "recipient": address.email,
-                    "kind": kind,
-                    "status": str(status),
-                    "attempts": 0,
-                    "next_attempt_at": scheduled_at or now,
-                    "raw": personal.get(address.email),
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
-            events.append(
-                {
-                    "account_id": request.account_id,
-                    "email_id": email_id,
-                    "type": "queued",
-                    "recipient": address.email,
-                    "sender": sender.email,
-                    "source": request.source,
-                    "data": {"source": request.source}
-                    | ({"scheduled_at": scheduled_at.isoformat()} if scheduled_at else {}),
-                    "created_at": now,
-                }
-            )
-    return NewEmail(email=email, deliveries=deliveries, events=events)
