@@ -13,17 +13,15 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from posthorn.delivery.transport import SmtpDeliverer
 from posthorn.services.container import Services
 from posthorn.services.intake import SendRequest
-from posthorn.services.signing import DkimSigner
 from posthorn.settings import Settings
 from posthorn.store import queue
 from posthorn.store import suppressions as suppression_list
 from posthorn.store.database import Database
 from posthorn.store.tables import deliveries, events, suppressions, utcnow
-from posthorn.worker import Worker
 from tests.integration.test_inbound import Inbound
+from tests.support.delivery import delivery_states, run_worker
 from tests.support.dkim_check import dkim_verifies
 from tests.support.dns import DnsServer
 from tests.support.domains import verified_domain
@@ -84,20 +82,6 @@ async def send(services: Services, account_id: str, to: Sequence[str], **options
     return accepted.id
 
 
-async def run_worker(db: Database, settings: Settings) -> None:
-    worker = Worker(db, settings, SmtpDeliverer(settings), DkimSigner(db, settings))
-    await worker.run_until_idle(within=30)
-    await worker.close()
-
-
-async def states(db: Database) -> dict[str, tuple[str, int]]:
-    async with db.read() as conn:
-        rows = await conn.execute(
-            select(deliveries.c.recipient, deliveries.c.status, deliveries.c.attempts)
-        )
-        return {r.recipient: (r.status, r.attempts) for r in rows}
-
-
 async def attempt_events(db: Database) -> dict[str, list[dict[str, Any]]]:
     """Each recipient's delivered/deferred/bounced events, oldest first."""
     async with db.read() as conn:
@@ -132,7 +116,11 @@ async def test_recipients_at_one_domain_share_one_transaction(
     # One reverse-path for the transaction: a VERP address naming the group.
     assert message.mail_from.startswith("bounce+g") and message.mail_from.endswith("@posthorn.test")
     assert dkim_verifies(message.data, dns), "an independent verifier must accept it"
-    assert await states(db) == {ANN: ("delivered", 1), BOB: ("delivered", 1), CID: ("delivered", 1)}
+    assert await delivery_states(db) == {
+        ANN: ("delivered", 1),
+        BOB: ("delivered", 1),
+        CID: ("delivered", 1),
+    }
     seen = await attempt_events(db)
     for recipient in (ANN, BOB, CID):
         (event,) = seen[recipient]
@@ -151,7 +139,11 @@ async def test_a_permanent_refusal_bounces_that_recipient_only(
     await run_worker(db, worker_settings)
 
     assert envelopes(sink) == [(ANN, CID)]
-    assert await states(db) == {ANN: ("delivered", 1), BOB: ("bounced", 1), CID: ("delivered", 1)}
+    assert await delivery_states(db) == {
+        ANN: ("delivered", 1),
+        BOB: ("bounced", 1),
+        CID: ("delivered", 1),
+    }
     (bounced,) = (await attempt_events(db))[BOB]
     assert (bounced["type"], bounced["code"], bounced["enhanced_code"]) == ("bounced", 550, "5.1.1")
     async with db.read() as conn:
@@ -167,7 +159,11 @@ async def test_a_temporary_refusal_defers_that_recipient_only_and_it_retries_alo
     await run_worker(db, worker_settings)
 
     assert envelopes(sink) == [(ANN, CID)]
-    assert await states(db) == {ANN: ("delivered", 1), BOB: ("deferred", 1), CID: ("delivered", 1)}
+    assert await delivery_states(db) == {
+        ANN: ("delivered", 1),
+        BOB: ("deferred", 1),
+        CID: ("delivered", 1),
+    }
     (deferred,) = (await attempt_events(db))[BOB]
     assert deferred["code"] == 451 and "greylisted" in deferred["message"]
 
@@ -181,7 +177,11 @@ async def test_a_temporary_refusal_defers_that_recipient_only_and_it_retries_alo
     retry = sink.messages[-1]
     # Alone, it goes with its own return path again.
     assert retry.mail_from.startswith("bounce+") and not retry.mail_from.startswith("bounce+g")
-    assert await states(db) == {ANN: ("delivered", 1), BOB: ("delivered", 2), CID: ("delivered", 1)}
+    assert await delivery_states(db) == {
+        ANN: ("delivered", 1),
+        BOB: ("delivered", 2),
+        CID: ("delivered", 1),
+    }
 
 
 async def test_no_data_when_every_recipient_is_refused(
@@ -193,7 +193,7 @@ async def test_no_data_when_every_recipient_is_refused(
     await run_worker(db, worker_settings)
 
     assert sink.messages == []
-    assert await states(db) == {ANN: ("bounced", 1), BOB: ("deferred", 1)}
+    assert await delivery_states(db) == {ANN: ("bounced", 1), BOB: ("deferred", 1)}
     for event in [e for found in (await attempt_events(db)).values() for e in found]:
         assert "> DATA" not in event["transcript"]
 
@@ -206,7 +206,7 @@ async def test_a_refused_message_fails_every_recipient(
     await run_worker(db, worker_settings)
 
     assert sink.messages == []
-    assert await states(db) == {ANN: ("bounced", 1), BOB: ("bounced", 1)}
+    assert await delivery_states(db) == {ANN: ("bounced", 1), BOB: ("bounced", 1)}
     for recipient in (ANN, BOB):
         (event,) = (await attempt_events(db))[recipient]
         assert event["code"] == 554
@@ -221,7 +221,7 @@ async def test_a_connection_lost_after_the_dot_flags_every_recipient(
     sink.drop_next(stage="after_dot")
     await run_worker(db, worker_settings)
 
-    assert await states(db) == {ANN: ("deferred", 1), BOB: ("deferred", 1)}
+    assert await delivery_states(db) == {ANN: ("deferred", 1), BOB: ("deferred", 1)}
     for recipient in (ANN, BOB):
         (event,) = (await attempt_events(db))[recipient]
         assert event["possible_duplicate"] is True
@@ -230,7 +230,7 @@ async def test_a_connection_lost_after_the_dot_flags_every_recipient(
         await conn.execute(update(deliveries).values(next_attempt_at=utcnow()))
     await run_worker(db, worker_settings)
     assert envelopes(sink) == [(ANN, BOB)]
-    assert await states(db) == {ANN: ("delivered", 2), BOB: ("delivered", 2)}
+    assert await delivery_states(db) == {ANN: ("delivered", 2), BOB: ("delivered", 2)}
 
 
 async def test_with_tracking_each_recipient_gets_its_own_message(
@@ -259,7 +259,7 @@ async def test_two_domains_make_two_transactions(
     # Domains are case-insensitive (and go on the wire in lower case).
     assert envelopes(sink) == [(ANN, BOB), ("dan@other.test", "eve@other.test")]
     assert all(dkim_verifies(m.data, dns) for m in sink.messages)
-    assert {status for status, _ in (await states(db)).values()} == {"delivered"}
+    assert {status for status, _ in (await delivery_states(db)).values()} == {"delivered"}
 
 
 async def test_the_recipient_limit_splits_a_transaction(
@@ -281,7 +281,7 @@ async def test_a_suppressed_recipient_is_left_out_of_the_transaction(
         )
     await run_worker(db, worker_settings)
     assert envelopes(sink) == [(ANN, CID)]
-    status, _ = (await states(db))[BOB]
+    status, _ = (await delivery_states(db))[BOB]
     assert status == "rejected"
 
 
@@ -337,7 +337,11 @@ async def test_a_bounce_to_the_group_return_path_finds_its_recipient(
 
     report = load_sample("postfix_user_unknown", return_path=return_path, recipient=BOB)
     assert await inbound.send([return_path], report) == {}
-    assert await states(db) == {ANN: ("delivered", 1), BOB: ("bounced", 1), CID: ("delivered", 1)}
+    assert await delivery_states(db) == {
+        ANN: ("delivered", 1),
+        BOB: ("bounced", 1),
+        CID: ("delivered", 1),
+    }
     async with db.read() as conn:
         suppressed = (await conn.execute(select(suppressions.c.address))).scalars().all()
     assert suppressed == [BOB]
@@ -361,7 +365,7 @@ async def test_a_bounce_to_the_group_return_path_finds_its_recipient(
     # A report about someone the email was not sent to changes nothing.
     stranger = load_sample("postfix_user_unknown", return_path=return_path, recipient="x@x.test")
     assert await inbound.send([return_path], stranger) == {}
-    assert (await states(db))[ANN] == ("delivered", 1)
+    assert (await delivery_states(db))[ANN] == ("delivered", 1)
 
 
 async def test_a_group_return_path_speaks_only_for_its_own_transaction(
@@ -383,7 +387,7 @@ async def test_a_group_return_path_speaks_only_for_its_own_transaction(
     # example.test's side names a recipient at other.test: nothing happens to dan.
     forged = load_sample("postfix_user_unknown", return_path=return_path, recipient=dan)
     assert await inbound.send([return_path], forged) == {}
-    assert (await states(db))[dan] == ("delivered", 1)
+    assert (await delivery_states(db))[dan] == ("delivered", 1)
 
     # A complaint whose Original-Rcpt-To was redacted: the returned message's To (ann) may
     # not be who complained (bob shared the transaction), so nobody is blamed.

@@ -9,14 +9,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from posthorn.delivery.transport import SmtpDeliverer
 from posthorn.services.container import Services
 from posthorn.services.intake import SendRequest
-from posthorn.services.signing import DkimSigner
 from posthorn.settings import Settings
 from posthorn.store.database import Database
 from posthorn.store.tables import deliveries, emails, events, utcnow
-from posthorn.worker import Worker
+from tests.support.delivery import delivery_states, run_worker
 from tests.support.dkim_check import dkim_verifies
 from tests.support.dns import DnsServer
 from tests.support.domains import verified_domain
@@ -58,20 +56,6 @@ async def queue_one(services: Services, to: list[str], dns: DnsServer) -> str:
     return accepted.id
 
 
-async def run_worker(db: Database, settings: Settings) -> None:
-    worker = Worker(db, settings, SmtpDeliverer(settings), DkimSigner(db, settings))
-    await worker.run_until_idle(within=30)
-    await worker.close()
-
-
-async def states(db: Database) -> dict[str, tuple[str, int]]:
-    async with db.read() as conn:
-        rows = await conn.execute(
-            select(deliveries.c.recipient, deliveries.c.status, deliveries.c.attempts)
-        )
-        return {r.recipient: (r.status, r.attempts) for r in rows}
-
-
 async def test_delivers_and_records(
     services: Services, dns: DnsServer, db: Database, worker_settings: Settings, sink: SmtpSink
 ) -> None:
@@ -82,7 +66,7 @@ async def test_delivers_and_records(
     for message in sink.messages:
         assert message.data.startswith(b"DKIM-Signature:")
         assert dkim_verifies(message.data, dns), "an independent verifier must accept it"
-    assert await states(db) == {
+    assert await delivery_states(db) == {
         "a@example.test": ("delivered", 1),
         "b@example.test": ("delivered", 1),
     }
@@ -101,7 +85,7 @@ async def test_a_temporary_failure_is_deferred_then_retried(
     await queue_one(services, ["grey@example.test"], dns)
     sink.fail_next(stage="rcpt", code=451, message="4.7.1 greylisted, try again later")
     await run_worker(db, worker_settings)
-    assert await states(db) == {"grey@example.test": ("deferred", 1)}
+    assert await delivery_states(db) == {"grey@example.test": ("deferred", 1)}
     async with db.read() as conn:
         row = (await conn.execute(select(deliveries))).one()
         event = (
@@ -114,7 +98,7 @@ async def test_a_temporary_failure_is_deferred_then_retried(
     async with db.write() as conn:
         await conn.execute(update(deliveries).values(next_attempt_at=utcnow()))
     await run_worker(db, worker_settings)
-    assert await states(db) == {"grey@example.test": ("delivered", 2)}
+    assert await delivery_states(db) == {"grey@example.test": ("delivered", 2)}
     assert len(sink.messages) == 1
 
 
@@ -124,7 +108,7 @@ async def test_a_permanent_failure_bounces(
     await queue_one(services, ["gone@example.test"], dns)
     sink.fail_next(stage="rcpt", code=550, message="5.1.1 user unknown")
     await run_worker(db, worker_settings)
-    assert await states(db) == {"gone@example.test": ("bounced", 1)}
+    assert await delivery_states(db) == {"gone@example.test": ("bounced", 1)}
     async with db.read() as conn:
         row = (await conn.execute(select(deliveries))).one()
     assert row.next_attempt_at is None and row.last_code == 550
@@ -139,7 +123,7 @@ async def test_unreachable_destination_defers(
     await queue_one(services, ["x@down.test"], dns)
     closed = worker_settings.model_copy(update={"mx_port": 1})  # nothing listens on port 1
     await run_worker(db, closed)
-    assert await states(db) == {"x@down.test": ("deferred", 1)}
+    assert await delivery_states(db) == {"x@down.test": ("deferred", 1)}
 
 
 async def test_private_destinations_are_refused_by_default(
@@ -148,7 +132,7 @@ async def test_private_destinations_are_refused_by_default(
     await queue_one(services, ["user@example.test"], dns)
     strict = worker_settings.model_copy(update={"mx_allow_private": False})
     await run_worker(db, strict)
-    status, _ = (await states(db))["user@example.test"]
+    status, _ = (await delivery_states(db))["user@example.test"]
     assert status in ("bounced", "deferred")
     assert sink.messages == []
 
@@ -167,6 +151,6 @@ async def test_relay_mode_reports_sent(
         )
         await queue_one(services, ["someone@anywhere.test"], dns)
         await run_worker(db, relay_settings)
-        assert await states(db) == {"someone@anywhere.test": ("sent", 1)}
+        assert await delivery_states(db) == {"someone@anywhere.test": ("sent", 1)}
         (message,) = relay.messages
         assert message.authenticated_as == "relayuser" and message.tls
