@@ -73,6 +73,45 @@ async def test_a_bad_item_fails_alone_in_its_batch(db: Database) -> None:
     assert sorted(stored) == sorted(names)
 
 
+async def test_what_arrives_during_a_commit_shares_the_next_one(db: Database) -> None:
+    sizes: list[int] = []
+
+    async def flush(conn: AsyncConnection, names: Sequence[str]) -> list[None]:
+        sizes.append(len(names))
+        await conn.execute(
+            insert(accounts), [{"id": n, "name": n, "created_at": utcnow()} for n in names]
+        )
+        return [None] * len(names)
+
+    committer: GroupCommitter[str, None] = GroupCommitter(db, flush, max_wait=0)
+    first = asyncio.create_task(committer.submit("first"))
+    while not sizes:  # the first transaction has started
+        await asyncio.sleep(0)
+    rest = [f"acct-{i}" for i in range(50)]
+    await asyncio.gather(first, *(committer.submit(n) for n in rest))
+    await committer.close()
+    assert sizes[0] == 1
+    assert sum(sizes) == 51 and len(sizes) <= 3  # not one transaction each
+    async with db.read() as conn:
+        assert (await conn.execute(select(func.count()).select_from(accounts))).scalar_one() == 51
+
+
+async def test_close_commits_what_is_waiting(db: Database) -> None:
+    async def flush(conn: AsyncConnection, names: Sequence[str]) -> list[None]:
+        await conn.execute(
+            insert(accounts), [{"id": n, "name": n, "created_at": utcnow()} for n in names]
+        )
+        return [None] * len(names)
+
+    committer: GroupCommitter[str, None] = GroupCommitter(db, flush, max_wait=5.0)
+    waiting = [asyncio.create_task(committer.submit(f"a{i}")) for i in range(3)]
+    await asyncio.sleep(0)
+    await asyncio.wait_for(committer.close(), 2.0)  # does not sit out the 5 s wait
+    await asyncio.gather(*waiting)
+    async with db.read() as conn:
+        assert (await conn.execute(select(func.count()).select_from(accounts))).scalar_one() == 3
+
+
 async def _claim(
     db: Database, token: str, *, now_offset: timedelta = timedelta(0)
 ) -> list[queue.ClaimedDelivery]:

@@ -111,6 +111,9 @@ class _BlockingConnection:
     async def execute(self, statement: Any, parameters: Any = None, **kwargs: Any) -> Result[Any]:
         return self._conn.execute(statement, parameters, **kwargs)
 
+    async def exec_driver_sql(self, statement: str, parameters: Any = None) -> Result[Any]:
+        return self._conn.exec_driver_sql(statement, parameters)
+
 
 def _complete(coroutine: Coroutine[Any, Any, R]) -> R:
     """Run a coroutine that never suspends to its end, here and now."""

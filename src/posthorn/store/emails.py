@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, insert, select, update
+from sqlalchemy import ColumnElement, and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from posthorn.store.events import insert_events
+from posthorn.store.fast_insert import FastInsert
 from posthorn.store.tables import deliveries, emails, events
 
 
@@ -23,12 +24,14 @@ class NewEmail:
     events: list[dict[str, Any]]
 
 
+_EMAILS = FastInsert(emails)
+_DELIVERIES = FastInsert(deliveries)
+
+
 async def insert_emails(conn: AsyncConnection, batch: Sequence[NewEmail]) -> None:
     """Insert many emails with their deliveries and events, as three multi-row statements."""
-    await conn.execute(insert(emails), [item.email for item in batch])
-    delivery_rows = [row for item in batch for row in item.deliveries]
-    if delivery_rows:
-        await conn.execute(insert(deliveries), delivery_rows)
+    await _EMAILS.run(conn, [item.email for item in batch])
+    await _DELIVERIES.run(conn, [row for item in batch for row in item.deliveries])
     await insert_events(conn, [row for item in batch for row in item.events])
 
 

@@ -12,7 +12,10 @@ from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from posthorn.domain.webhook_payloads import build_payload, wanted
+from posthorn.store.fast_insert import FastInsert
 from posthorn.store.tables import emails, events, webhook_messages, webhooks
+
+_EVENTS = FastInsert(events)
 
 
 async def insert_events(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
@@ -21,7 +24,7 @@ async def insert_events(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -
     Every event of Posthorn is written through here."""
     if not rows:
         return
-    await conn.execute(events.insert(), list(rows))
+    await _EVENTS.run(conn, rows)
     accounts = {row["account_id"] for row in rows}
     hooks = (
         await conn.execute(
