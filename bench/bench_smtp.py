@@ -16,7 +16,7 @@ Postfix after its queue file is written and fsync'd.
    loopback, defaults otherwise (so Postfix also relays while it accepts, as it would in use).
 
     scripts/system-deps.sh bench && .venv/bin/python bench/bench_smtp.py
-    .venv/bin/python bench/bench_smtp.py --sessions 20 --seconds 10 [--reuse]
+    .venv/bin/python bench/bench_smtp.py --sessions 20 --seconds 10 [--reuse] [--smtp-workers 2]
 
 Each server gets a calibration run of 1,000 messages, then a run sized to last ``--seconds``;
 every smtp-source is killed if it outlives its bound (15 s, and 3 × ``--seconds`` + 15 s).
@@ -206,6 +206,7 @@ def bench_posthorn(name: str, url: str, args: argparse.Namespace, workdir: Path)
         "POSTHORN_PLANS": '{"BENCH": {"name": "bench", "daily_limit": 100000000, '
         '"hourly_limit": 100000000, "monthly_limit": 100000000}}',
         "POSTHORN_DEFAULT_PLAN": "BENCH",
+        "POSTHORN_SMTP_WORKERS": str(args.smtp_workers),
     }
     server = subprocess.Popen([*POSTHORN, "--log-level", "WARNING", "smtp"], env=env)
     try:
@@ -324,6 +325,12 @@ def main() -> None:
     parser.add_argument(
         "--reuse", action="store_true", help="several messages per connection (smtp-source -d)"
     )
+    parser.add_argument(
+        "--smtp-workers",
+        type=int,
+        default=1,
+        help="Posthorn's SMTP session processes (POSTHORN_SMTP_WORKERS)",
+    )
     parser.add_argument("--no-postfix", action="store_true", help="measure Posthorn only")
     args = parser.parse_args()
     for tool, package in ((SMTP_SOURCE, "postfix"), (POSTFIX, "postfix")):
@@ -338,7 +345,8 @@ def main() -> None:
     runs: list[Run] = []
     mode = "several per connection" if args.reuse else "one per connection"
     print(
-        f"{args.sessions} sessions, {args.size} B messages, {mode}, ~{args.seconds:.0f} s per run",
+        f"{args.sessions} sessions, {args.size} B messages, {mode}, ~{args.seconds:.0f} s per run, "
+        f"{args.smtp_workers} Posthorn SMTP session process(es)",
         flush=True,
     )
     try:

@@ -177,11 +177,13 @@ def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_smtp(settings: Settings, _args: argparse.Namespace) -> int:
+def cmd_smtp(settings: Settings, args: argparse.Namespace) -> int:
+    """The SMTP submission server: in this process, or (``smtp_workers`` > 1) in session
+    processes that hand their messages to this one (smtp/workers.py)."""
     from posthorn.services.container import build_services
     from posthorn.smtp.server import run_smtp
 
-    async def main() -> None:
+    async def main() -> int:
         services = build_services(settings)
         await _require_schema(services.db)
         stop = asyncio.Event()
@@ -189,13 +191,36 @@ def cmd_smtp(settings: Settings, _args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         try:
-            await run_smtp(settings, services, stop=stop)
+            if args.intake_fd is not None:
+                await _smtp_session_process(settings, services, stop, args.intake_fd)
+            elif settings.smtp_workers > 1:
+                from posthorn.smtp.workers import run_parent
+
+                return await run_parent(settings, services, stop=stop, log_level=args.log_level)
+            else:
+                await run_smtp(settings, services, stop=stop)
         finally:
             await services.close()
             await services.db.dispose()
+        return 0
 
-    run_async(main())
-    return 0
+    return run_async(main())
+
+
+async def _smtp_session_process(
+    settings: Settings, services: Any, stop: asyncio.Event, intake_fd: int
+) -> None:
+    from posthorn.smtp.intake_link import IntakeLink
+    from posthorn.smtp.server import run_smtp
+
+    link = await IntakeLink.open(intake_fd)
+    parent_gone = asyncio.create_task(link.gone.wait())
+    parent_gone.add_done_callback(lambda _: stop.set())
+    try:
+        await run_smtp(settings, services, stop=stop, submit=link.submit_raw, reuse_port=True)
+    finally:
+        parent_gone.cancel()
+        await link.close()
 
 
 def cmd_inbound(settings: Settings, _args: argparse.Namespace) -> int:
@@ -467,7 +492,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("web", help="run the HTTP API").set_defaults(func=cmd_web)
     sub.add_parser("worker", help="run a delivery worker").set_defaults(func=cmd_worker)
-    sub.add_parser("smtp", help="run the SMTP submission server").set_defaults(func=cmd_smtp)
+    smtp = sub.add_parser("smtp", help="run the SMTP submission server")
+    smtp.set_defaults(func=cmd_smtp)
+    # Internal: a session process of POSTHORN_SMTP_WORKERS, linked to its parent by this fd.
+    smtp.add_argument("--intake-fd", type=int, help=argparse.SUPPRESS)
     sub.add_parser("inbound", help="receive bounces and complaints").set_defaults(func=cmd_inbound)
     sub.add_parser("migrate", help="upgrade the database schema").set_defaults(func=cmd_migrate)
 

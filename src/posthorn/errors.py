@@ -39,6 +39,10 @@ class PosthornError(Exception):
     def message(self, language: str = "en") -> str:
         return render(self.code, language, field=self.field, **self.params)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled (between SMTP processes) by what it was made from, not by its text.
+        return (_rebuild, (type(self), self.code, self.field, self.params))
+
 
 class InvalidRequest(PosthornError):
     """A field of the request is invalid."""
@@ -97,3 +101,9 @@ class LimitExceeded(PosthornError):
     ):
         self.retry_after = retry_after
         super().__init__(code, field=field, retry_after=retry_after, **params)
+
+
+def _rebuild(
+    cls: type[PosthornError], code: str, field: str | None, params: dict[str, Any]
+) -> PosthornError:
+    return cls(code, field=field, **params)

@@ -48,6 +48,15 @@ class Settings(BaseSettings):
     smtp_host: str = Field("127.0.0.1", description="Address of the SMTP submission server.")
     smtp_port: int = Field(2525, description="Port of the SMTP submission server (STARTTLS).")
     smtps_port: int | None = Field(None, description="Implicit-TLS SMTP port; off when unset.")
+    smtp_workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="SMTP session processes. With more than one, `posthorn smtp` runs the "
+        "sessions in that many child processes sharing the port, and commits their messages "
+        "itself, in shared group commits. One process uses one core; two or more pay off on "
+        "a machine with cores to spare.",
+    )
     smtp_auth_require_tls: bool = Field(True, description="Offer AUTH only after TLS.")
     inbound_port: int = Field(2526, description="Port for bounce and complaint intake.")
     tls_cert: Path | None = Field(None, description="PEM certificate for SMTP TLS.")

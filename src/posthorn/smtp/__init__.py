@@ -9,5 +9,7 @@
 - ``data`` (pure): the DATA stream turned into one message or a refusal;
 - ``received`` (pure): the Received trace field;
 - ``replies`` (pure): reply texts, enhanced status codes, errors mapped to replies;
-- ``tls``: the configured certificate, or a generated self-signed one.
+- ``tls``: the configured certificate, or a generated self-signed one;
+- ``workers``: with ``POSTHORN_SMTP_WORKERS`` > 1, session processes around one intake,
+  joined by ``intake_link`` (each message handed over a socket pair, the answer back).
 """

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("posthorn.smtp")
 
 SOURCE = "smtp"
+Submit = Callable[[RawSubmission], Awaitable[Accepted]]
 # A verified domain is remembered this long for the check at MAIL FROM, which is only an early
 # answer: the intake checks the domain again, authoritatively, with the message.
 VERIFIED_TTL = 30.0
@@ -103,10 +105,14 @@ def non_ascii_without_smtputf8(address: str, envelope: Envelope) -> str | None:
 class SubmissionHandler:
     """aiosmtpd hooks; ``server`` is the session's :class:`SubmissionSMTP`."""
 
-    def __init__(self, settings: Settings, services: Services) -> None:
+    def __init__(
+        self, settings: Settings, services: Services, submit: Submit | None = None
+    ) -> None:
         self._settings = settings
         self._services = services
         self._domains = VerifiedDomains(services)
+        # The intake of this process, or the link to the process that commits for it.
+        self._submit_raw = submit or services.intake.submit_raw
 
     async def handle_EHLO(  # noqa: N802 - aiosmtpd's hook name
         self,
@@ -244,7 +250,7 @@ class SubmissionHandler:
     async def _submit(self, submission: RawSubmission, server: SubmissionSMTP) -> Accepted:
         """The intake's answer. If the client leaves meanwhile, the intake still finishes (the
         email may be queued although the client was not told; delivery is at-least-once)."""
-        task = asyncio.ensure_future(self._services.intake.submit_raw(submission))
+        task = asyncio.ensure_future(self._submit_raw(submission))
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:

@@ -94,6 +94,7 @@ class SubmissionSMTP(SMTP):
         self.submitting = False  # inside the DATA hook: the intake has the message
         self._greeted = False
         self._answering_hello = False
+        self._held: list[str] | None = None  # EHLO's reply lines, sent together
         self._trusted: Credential | None = None
         self._trusted_known = False
 
@@ -185,6 +186,9 @@ class SubmissionSMTP(SMTP):
     # ── replies ─────────────────────────────────────────────────────────────────────────
 
     async def push(self, status: AnyStr) -> None:
+        if self._held is not None and isinstance(status, str):
+            self._held.append(status)
+            return
         # RFC 2034 §3: no enhanced code in the greeting or in the answer to HELO/EHLO.
         if isinstance(status, str) and self._greeted and not self._answering_hello:
             status = replies.enhance(status)
@@ -192,10 +196,17 @@ class SubmissionSMTP(SMTP):
         await super().push(status)
 
     async def smtp_EHLO(self, hostname: str) -> None:  # noqa: N802 - aiosmtpd's name
+        # aiosmtpd sends each line of the reply on its own (a write and a drain each); they
+        # are held and sent as one write instead.
         self._answering_hello = True
+        self._held = []
         try:
             await super().smtp_EHLO(hostname)
+            held, self._held = self._held, None
+            if held:
+                await self.push("\r\n".join(held))
         finally:
+            self._held = None
             self._answering_hello = False
 
     async def smtp_HELO(self, hostname: str) -> None:  # noqa: N802 - aiosmtpd's name

@@ -21,7 +21,7 @@ from posthorn.domain.throttle import FailureThrottle
 from posthorn.services.container import Services
 from posthorn.settings import Settings
 from posthorn.smtp.auth import Authenticator
-from posthorn.smtp.handler import SubmissionHandler
+from posthorn.smtp.handler import SubmissionHandler, Submit
 from posthorn.smtp.protocol import SubmissionSMTP
 from posthorn.smtp.tls import server_context
 
@@ -89,14 +89,16 @@ class Submission:
     size_limit: int  # advertised with SIZE (RFC 1870) and enforced on DATA
 
 
-def build_submission(settings: Settings, services: Services) -> Submission:
+def build_submission(
+    settings: Settings, services: Services, submit: Submit | None = None
+) -> Submission:
     size_limit = settings.max_message_bytes - RECEIVED_ALLOWANCE
     if size_limit <= 0:
         raise ValueError("POSTHORN_MAX_MESSAGE_BYTES is too small for SMTP submission")
     return Submission(
         settings=settings,
         services=services,
-        handler=SubmissionHandler(settings, services),
+        handler=SubmissionHandler(settings, services, submit),
         authenticator=Authenticator(settings, services),
         throttle=FailureThrottle(
             limit=settings.smtp_auth_failure_limit, window=settings.smtp_auth_failure_window
@@ -129,10 +131,22 @@ def _factory(
     return new_session
 
 
-async def run_smtp(settings: Settings, services: Services, *, stop: asyncio.Event) -> None:
-    """Serve SMTP submission until ``stop`` is set, then close gracefully."""
+async def run_smtp(
+    settings: Settings,
+    services: Services,
+    *,
+    stop: asyncio.Event,
+    submit: Submit | None = None,
+    reuse_port: bool = False,
+) -> None:
+    """Serve SMTP submission until ``stop`` is set, then close gracefully.
+
+    ``submit`` replaces this process's intake (a session process of ``smtp_workers``);
+    ``reuse_port`` lets that many processes listen on the same ports (``SO_REUSEPORT``: the
+    kernel spreads the connections over them).
+    """
     _quiet_aiosmtpd()
-    submission = build_submission(settings, services)
+    submission = build_submission(settings, services, submit)
     loop = asyncio.get_running_loop()
     servers: list[asyncio.Server] = []
     try:
@@ -141,6 +155,7 @@ async def run_smtp(settings: Settings, services: Services, *, stop: asyncio.Even
                 _factory(submission, implicit_tls=False, loop=loop),
                 settings.smtp_host,
                 settings.smtp_port,
+                reuse_port=reuse_port,
             )
         )
         if settings.smtps_port is not None:
@@ -150,6 +165,7 @@ async def run_smtp(settings: Settings, services: Services, *, stop: asyncio.Even
                     settings.smtp_host,
                     settings.smtps_port,
                     ssl=submission.tls_context,
+                    reuse_port=reuse_port,
                 )
             )
         log.info(
