@@ -28,6 +28,7 @@ from posthorn.services.container import Services
 from posthorn.settings import Settings
 from posthorn.smtp.intake_link import STREAM_LIMIT, serve_link
 from posthorn.smtp.server import CLOSE_WAIT, SHUTDOWN_GRACE
+from posthorn.smtp.tls import certificate_files
 
 log = logging.getLogger("posthorn.smtp")
 
@@ -66,6 +67,8 @@ async def run_parent(
     settings: Settings, services: Services, *, stop: asyncio.Event, log_level: str
 ) -> int:
     """Run the session processes until ``stop`` is set or one of them exits; the exit code."""
+    # A self-signed certificate is generated here, once, before the children would race to.
+    certificate_files(settings)
     children = [await start_child(services, log_level) for _ in range(settings.smtp_workers)]
     log.info(
         "smtp: %d session processes on %s:%d (pids %s), committing here",
