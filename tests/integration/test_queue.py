@@ -52,14 +52,16 @@ async def test_concurrent_submissions_share_commits_and_all_land(
         assert (await conn.execute(select(func.count()).select_from(events))).scalar_one() == 300
 
 
-async def test_a_bad_item_fails_alone_in_its_batch(db: Database) -> None:
-    async def flush(conn: AsyncConnection, names: Sequence[str]) -> list[None]:
-        await conn.execute(
-            insert(accounts), [{"id": n, "name": n, "created_at": utcnow()} for n in names]
-        )
-        return [None] * len(names)
+async def insert_accounts(conn: AsyncConnection, names: Sequence[str]) -> list[None]:
+    """A flush for the group-commit tests: one account per name."""
+    await conn.execute(
+        insert(accounts), [{"id": n, "name": n, "created_at": utcnow()} for n in names]
+    )
+    return [None] * len(names)
 
-    committer: GroupCommitter[str, None] = GroupCommitter(db, flush, max_wait=0.05)
+
+async def test_a_bad_item_fails_alone_in_its_batch(db: Database) -> None:
+    committer: GroupCommitter[str, None] = GroupCommitter(db, insert_accounts, max_wait=0.05)
     names = [f"acct-{i}" for i in range(20)]
     # The duplicate id violates the primary key: its whole batch fails at first, then
     # every item is retried alone and only the duplicate fails.
@@ -78,10 +80,7 @@ async def test_what_arrives_during_a_commit_shares_the_next_one(db: Database) ->
 
     async def flush(conn: AsyncConnection, names: Sequence[str]) -> list[None]:
         sizes.append(len(names))
-        await conn.execute(
-            insert(accounts), [{"id": n, "name": n, "created_at": utcnow()} for n in names]
-        )
-        return [None] * len(names)
+        return await insert_accounts(conn, names)
 
     committer: GroupCommitter[str, None] = GroupCommitter(db, flush, max_wait=0)
     first = asyncio.create_task(committer.submit("first"))
@@ -97,13 +96,7 @@ async def test_what_arrives_during_a_commit_shares_the_next_one(db: Database) ->
 
 
 async def test_close_commits_what_is_waiting(db: Database) -> None:
-    async def flush(conn: AsyncConnection, names: Sequence[str]) -> list[None]:
-        await conn.execute(
-            insert(accounts), [{"id": n, "name": n, "created_at": utcnow()} for n in names]
-        )
-        return [None] * len(names)
-
-    committer: GroupCommitter[str, None] = GroupCommitter(db, flush, max_wait=5.0)
+    committer: GroupCommitter[str, None] = GroupCommitter(db, insert_accounts, max_wait=5.0)
     waiting = [asyncio.create_task(committer.submit(f"a{i}")) for i in range(3)]
     await asyncio.sleep(0)
     await asyncio.wait_for(committer.close(), 2.0)  # does not sit out the 5 s wait
