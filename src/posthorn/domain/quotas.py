@@ -6,6 +6,7 @@ Windows are UTC calendar periods, so "daily" resets at midnight UTC, as users re
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,7 +24,9 @@ class Limit:
     label: str  # e.g. "daily limit of domain acme.test"
 
 
+@functools.lru_cache(maxsize=64)
 def window(period: Period, now: datetime) -> str:
+    # Cached: a group commit asks for the same few windows of one ``now`` many times.
     if period == "hour":
         return now.strftime("h%Y%m%d%H")
     if period == "day":

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, select
+from sqlalchemy import ColumnElement, and_, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from posthorn.domain.webhook_payloads import build_payload, wanted
@@ -16,6 +16,10 @@ from posthorn.store.fast_insert import FastInsert
 from posthorn.store.tables import emails, events, webhook_messages, webhooks
 
 _EVENTS = FastInsert(events)
+# Built once, as it runs in every transaction that records events.
+_SUBSCRIBED = select(webhooks.c.id, webhooks.c.account_id, webhooks.c.events).where(
+    webhooks.c.account_id.in_(bindparam("accounts", expanding=True)), webhooks.c.enabled == 1
+)
 
 
 async def insert_events(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
@@ -26,13 +30,7 @@ async def insert_events(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -
         return
     await _EVENTS.run(conn, rows)
     accounts = {row["account_id"] for row in rows}
-    hooks = (
-        await conn.execute(
-            select(webhooks.c.id, webhooks.c.account_id, webhooks.c.events).where(
-                webhooks.c.account_id.in_(accounts), webhooks.c.enabled == 1
-            )
-        )
-    ).all()
+    hooks = (await conn.execute(_SUBSCRIBED, {"accounts": sorted(accounts)})).all()
     if not hooks:
         return
     by_account: dict[str, list[Any]] = {}

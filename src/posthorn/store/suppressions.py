@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import and_, bindparam, delete, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -38,16 +38,25 @@ async def suppressed_many(
     """(account, address) → reason, for the pairs on an account-wide suppression list."""
     if not wanted:
         return {}
-    accounts = {a for a, _ in wanted}
-    addresses = {address.lower() for _, address in wanted}
     rows = await conn.execute(
-        select(suppressions.c.account_id, suppressions.c.address, suppressions.c.reason).where(
-            suppressions.c.account_id.in_(accounts),
-            suppressions.c.address.in_(addresses),
-            suppressions.c.scope == "",
-        )
+        _SUPPRESSED_MANY,
+        {
+            "accounts": sorted({a for a, _ in wanted}),
+            "addresses": sorted({address.lower() for _, address in wanted}),
+        },
     )
     return {(a, address): reason for a, address, reason in rows}
+
+
+# Built once: intake runs it for every group commit, and a statement built anew each time
+# costs more than running it (SQLAlchemy derives its cache key on every construction).
+_SUPPRESSED_MANY = select(
+    suppressions.c.account_id, suppressions.c.address, suppressions.c.reason
+).where(
+    suppressions.c.account_id.in_(bindparam("accounts", expanding=True)),
+    suppressions.c.address.in_(bindparam("addresses", expanding=True)),
+    suppressions.c.scope == "",
+)
 
 
 async def add(

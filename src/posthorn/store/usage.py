@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import bindparam, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -27,12 +27,8 @@ async def read_counts(
             [{"scope": s, "window": w, "count": 0} for s, w in sorted(set(keys))]
         )
         await conn.execute(stmt.on_conflict_do_nothing())
-    query = select(usage_counters).where(
-        tuple_(usage_counters.c.scope, usage_counters.c.window).in_(list(keys))
-    )
-    if lock and conn.dialect.name == "postgresql":
-        query = query.order_by(usage_counters.c.scope, usage_counters.c.window).with_for_update()
-    rows = await conn.execute(query)
+    query = _LOCKED if lock and conn.dialect.name == "postgresql" else _COUNTS
+    rows = await conn.execute(query, {"keys": sorted(set(keys))})
     return {(r.scope, r.window): int(r._mapping["count"]) for r in rows}
 
 
@@ -51,6 +47,12 @@ def _upsert_adding(insert: postgresql.Insert | sqlite.Insert) -> Any:
         set_={"count": usage_counters.c.count + insert.excluded.count},
     )
 
+
+# Built once: intake reads the counters in every group commit.
+_COUNTS = select(usage_counters).where(
+    tuple_(usage_counters.c.scope, usage_counters.c.window).in_(bindparam("keys", expanding=True))
+)
+_LOCKED = _COUNTS.order_by(usage_counters.c.scope, usage_counters.c.window).with_for_update()
 
 _ADD = {
     "postgresql": _upsert_adding(postgresql.insert(usage_counters)),
