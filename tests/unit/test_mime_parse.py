@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from posthorn.mime.parse import read_headers, replace_fields
+from email.utils import getaddresses
+
+import pytest
+
+from posthorn.mime.parse import address_list, read_headers, replace_fields
 from posthorn.mime.tracking import add_unsubscribe
 
 MESSAGE = (
@@ -47,3 +51,34 @@ def test_add_unsubscribe_puts_one_of_each_field() -> None:
 def test_a_plain_http_url_gets_no_one_click_field() -> None:
     out = add_unsubscribe(MESSAGE, ("http://localhost:8000/u/t", "mailto:u@b.test"))
     assert "list-unsubscribe-post" not in read_headers(out)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "user@example.test",
+        "  <User.Name+tag@Example.TEST>\t",
+        "Jane <jane@example.test>",
+        '"Doe, John" <john@example.test>, ann@example.test',
+        "a@b@c",
+        "<a@b> trailing",
+        "(comment) a@example.test",
+        "a@example.test (comment)",
+        "group: a@example.test, b@example.test;",
+        "<@route:a@example.test>",
+        "a..b@example.test",
+        "\xa0a@example.test",
+        "\u65e5\u672c@example.test",
+        "no-address",
+        "",
+    ],
+)
+def test_address_list_reads_a_field_as_getaddresses_does(value: str) -> None:
+    expected = [addr for _, addr in getaddresses([value]) if "@" in addr]
+    assert address_list({"to": [value]}, "To") == expected
+
+
+def test_address_list_reads_every_field_of_the_name() -> None:
+    headers = {"cc": ["a@example.test", "B <b@example.test>"]}
+    assert address_list(headers, "cc") == ["a@example.test", "b@example.test"]
+    assert address_list(headers, "to") == []

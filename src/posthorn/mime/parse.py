@@ -6,6 +6,7 @@ values (From, To, Cc, Subject, Message-ID) to route, check and show the message.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from email.utils import getaddresses
 
@@ -33,7 +34,17 @@ def first(headers: dict[str, list[str]], name: str) -> str | None:
 
 def address_list(headers: dict[str, list[str]], name: str) -> list[str]:
     """The bare addresses in every ``name`` field (To, Cc, …)."""
-    return [addr for _, addr in getaddresses(headers.get(name.lower(), [])) if "@" in addr]
+    values = headers.get(name.lower(), [])
+    if len(values) == 1 and (bare := _LONE_ADDRESS.fullmatch(values[0])):
+        # The usual field, one plain address: what getaddresses would give, without it.
+        return [bare.group(1) or bare.group(2)]
+    return [addr for _, addr in getaddresses(values) if "@" in addr]
+
+
+# One addr-spec, bare or in angle brackets, with nothing getaddresses would read differently
+# (no quotes, comments, groups, routes, lists or white space inside).
+_ATOMS = r'[^\s<>()\[\]\\",;:@]+'
+_LONE_ADDRESS = re.compile(rf"[ \t]*(?:({_ATOMS}@{_ATOMS})|<({_ATOMS}@{_ATOMS})>)[ \t]*")
 
 
 def prepend_header(message: bytes, name: str, value: str) -> bytes:
