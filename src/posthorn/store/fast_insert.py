@@ -7,6 +7,9 @@ once: the SQL text and each column's bind processor are prepared per set of colu
 row becomes a tuple the driver takes as it is. Other databases take the Core statement, whose
 per-row cost is small next to the network round trip.
 
+Within one call, a value a column's type has already converted is not converted again: the
+rows of one email share one timestamp object, and most of its JSON lists are empty.
+
 Rows are dictionaries keyed by column name, as for ``insert()``. A column a row leaves out
 gets its scalar ``default`` if it has one; otherwise it is left out of the statement (an
 autoincrement key, a nullable column), so every row of one call must name the same columns.
@@ -61,25 +64,50 @@ class FastInsert:
             ", ".join(preparer.format_column(c) for c in columns),
             ", ".join("?" for _ in columns),
         )
-        return _Prepared(sql, [(c.key, _processor(c, dialect)) for c in columns])
+        # Columns of the same type convert a value alike: they share a memo in tuples().
+        families: dict[str, int] = {}
+        return _Prepared(
+            sql,
+            [
+                (
+                    c.key,
+                    _processor(c, dialect),
+                    families.setdefault(repr(c.type.dialect_impl(dialect)), len(families)),
+                )
+                for c in columns
+            ],
+        )
 
 
 class _Prepared:
     __slots__ = ("_columns", "sql")
 
-    def __init__(self, sql: str, columns: list[tuple[str, Processor]]) -> None:
+    def __init__(self, sql: str, columns: list[tuple[str, Processor, int]]) -> None:
         self.sql = sql
         self._columns = columns
 
     def tuples(
         self, rows: Sequence[Mapping[str, Any]], defaults: Mapping[str, Any]
     ) -> list[tuple[Any, ...]]:
+        # (type family, identity of the value) → (the value, kept alive; what it became).
+        # An empty list or dict is one entry per family, whichever object it is.
+        memo: dict[tuple[int, int], tuple[Any, Any]] = {}
         out = []
         for row in rows:
             values = []
-            for key, process in self._columns:
+            for key, process, family in self._columns:
                 value = row[key] if key in row else defaults[key]
-                values.append(value if process is None else process(value))
+                if process is not None:
+                    kind = type(value)
+                    if (kind is list or kind is dict) and not value:
+                        ident = -1 if kind is list else -2
+                    else:
+                        ident = id(value)
+                    seen = memo.get((family, ident))
+                    if seen is None:
+                        seen = memo[(family, ident)] = (value, process(value))
+                    value = seen[1]
+                values.append(value)
             out.append(tuple(values))
         return out
 
