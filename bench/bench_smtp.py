@@ -16,29 +16,40 @@ Postfix after its queue file is written and fsync'd.
    loopback, defaults otherwise (so Postfix also relays while it accepts, as it would in use).
 
     scripts/system-deps.sh bench && .venv/bin/python bench/bench_smtp.py
-    .venv/bin/python bench/bench_smtp.py --sessions 20 --seconds 10 [--reuse] [--smtp-workers 2]
+    .venv/bin/python bench/bench_smtp.py --sessions 20 --seconds 10 --rounds 3 \
+        [--reuse] [--smtp-workers 2]
 
-Each server gets a calibration run of 1,000 messages, then a run sized to last ``--seconds``;
-every smtp-source is killed if it outlives its bound (15 s, and 3 × ``--seconds`` + 15 s).
-Processes started here are stopped by PID (Postfix by ``postfix -c DIR stop``).
+Each server gets a calibration run of 1,000 messages; then the servers take turns, ``--rounds``
+times (default 3), each run sized to last about ``--seconds``. Taking turns spreads a slow
+minute of a shared machine over both sides; before each run Postfix's relay backlog from the
+previous one is left to drain (at most 60 s), so its delivery work does not fall into
+Posthorn's run. The table shows every run, each server's overall rate (all its accepted
+messages over all its seconds), and the ratio of those rates with the lowest and highest
+ratio of a single round. Every smtp-source is killed if it outlives its bound (15 s, and
+3 × ``--seconds`` + 15 s). Processes started here are stopped by PID (Postfix by
+``postfix -c DIR stop``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -61,21 +72,37 @@ FROM, TO = "bench@acme.test", "user@example.test"
 CALIBRATION_MESSAGES = 1000
 START_TIMEOUT = 30.0
 GRACE = 15.0  # a run is killed this long after its planned duration
+DRAIN_TIMEOUT = 60.0  # for Postfix's relay backlog before the next run
 
 
 @dataclass
 class Run:
-    name: str
     sent: int  # messages smtp-source was asked for
     accepted: int  # DATA commands completed with 250
     seconds: float
-    calibration: int = 0  # messages accepted by the calibration run before
-    stored: int | None = None  # emails in the database afterwards (Posthorn)
     note: str = ""
 
     @property
     def rate(self) -> float:
         return self.accepted / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class Server:
+    """One server under test, listening on ``port`` while the runs take turns."""
+
+    name: str
+    port: int
+    drain: Callable[[], str] = lambda: ""  # waits out background work; says what it did
+    calibration: int = 0  # messages accepted by the calibration run
+    messages: int = 0  # the size of each measured run
+    runs: list[Run] = field(default_factory=list)
+    stored: Callable[[], int] | None = None  # emails in the database (Posthorn)
+
+    @property
+    def rate(self) -> float:
+        seconds = sum(r.seconds for r in self.runs)
+        return sum(r.accepted for r in self.runs) / seconds if seconds else 0.0
 
 
 def free_port() -> int:
@@ -119,25 +146,31 @@ def smtp_source(
     return done, elapsed, err.decode("utf-8", "replace").strip()
 
 
-def measured(name: str, port: int, args: argparse.Namespace) -> Run:
-    """A calibration run, then a run sized to last about ``args.seconds``."""
-    common = {"sessions": args.sessions, "size": args.size, "reuse": args.reuse}
-    done, elapsed, err = smtp_source(port, messages=CALIBRATION_MESSAGES, limit=GRACE, **common)
-    if done < CALIBRATION_MESSAGES:
-        raise RuntimeError(f"{name}: calibration stopped at {done} messages: {err[-300:]}")
-    messages = max(1000, int(done / elapsed * args.seconds))
-    calibration = done
+def calibrate(server: Server, args: argparse.Namespace) -> None:
+    """1,000 messages, which also size the measured runs to about ``args.seconds``."""
     done, elapsed, err = smtp_source(
-        port, messages=messages, limit=args.seconds * 3 + GRACE, **common
+        server.port, messages=CALIBRATION_MESSAGES, limit=GRACE, **_load(args)
     )
-    return Run(
-        name,
-        messages,
-        done,
-        elapsed,
-        calibration=calibration,
-        note=err[-200:] if done < messages else "",
+    if done < CALIBRATION_MESSAGES:
+        raise RuntimeError(f"{server.name}: calibration stopped at {done} messages: {err[-300:]}")
+    server.calibration = done
+    server.messages = max(1000, int(done / elapsed * args.seconds))
+
+
+def measure(server: Server, others: list[Server], args: argparse.Namespace) -> Run:
+    """One run; first the background work of every server is let finish (Postfix relaying
+    what it accepted), so that none of it falls into this run."""
+    note = " ".join(n for n in (other.drain() for other in others) if n)
+    done, elapsed, err = smtp_source(
+        server.port, messages=server.messages, limit=args.seconds * 3 + GRACE, **_load(args)
     )
+    if done < server.messages:
+        note = f"{note} {err[-200:]}".strip()
+    return Run(server.messages, done, elapsed, note)
+
+
+def _load(args: argparse.Namespace) -> dict[str, Any]:
+    return {"sessions": args.sessions, "size": args.size, "reuse": args.reuse}
 
 
 # ── Posthorn ───────────────────────────────────────────────────────────────────────────────
@@ -181,7 +214,10 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def bench_posthorn(name: str, url: str, args: argparse.Namespace, workdir: Path) -> Run:
+@contextlib.contextmanager
+def posthorn_server(
+    name: str, url: str, args: argparse.Namespace, workdir: Path
+) -> Iterator[Server]:
     data_dir = workdir / name
     data_dir.mkdir()
     port = free_port()
@@ -208,14 +244,16 @@ def bench_posthorn(name: str, url: str, args: argparse.Namespace, workdir: Path)
         "POSTHORN_DEFAULT_PLAN": "BENCH",
         "POSTHORN_SMTP_WORKERS": str(args.smtp_workers),
     }
-    server = subprocess.Popen([*POSTHORN, "--log-level", "WARNING", "smtp"], env=env)
+    proc = subprocess.Popen([*POSTHORN, "--log-level", "WARNING", "smtp"], env=env)
     try:
-        wait_port(port, time.monotonic() + START_TIMEOUT, server)
-        run = measured(f"posthorn ({name})", port, args)
+        wait_port(port, time.monotonic() + START_TIMEOUT, proc)
+        yield Server(
+            f"posthorn ({name})",
+            port,
+            stored=lambda: asyncio.run(count_emails(settings.effective_database_url)),
+        )
     finally:
-        stop(server)
-    run.stored = asyncio.run(count_emails(settings.effective_database_url))
-    return run
+        stop(proc)
 
 
 async def fresh_pg(base: str) -> str:
@@ -298,20 +336,36 @@ def postfix_ctl(conf: Path, command: str) -> None:
     subprocess.run([POSTFIX, "-c", str(conf), command], check=True, timeout=60)
 
 
-def bench_postfix(args: argparse.Namespace, workdir: Path) -> Run:
+@contextlib.contextmanager
+def postfix_server(workdir: Path) -> Iterator[Server]:
     if os.geteuid() != 0:
         raise RuntimeError("Postfix's master must start as root (it drops to the postfix user)")
     port = free_port()
     with SmtpSink(starttls=False, keep_messages=0) as sink:
         conf = postfix_config(workdir / "postfix", port, sink.port)
         postfix_ctl(conf, "start")
+        server = Server("postfix", port)
+
+        def drain() -> str:
+            """Wait until everything Postfix accepted so far has reached the sink."""
+            accepted = server.calibration + sum(r.accepted for r in server.runs)
+            waiting = accepted - sink.received
+            if waiting <= 0:
+                return ""
+            started = time.monotonic()
+            try:
+                sink.wait_for(accepted, timeout=DRAIN_TIMEOUT)
+            except TimeoutError:
+                left = accepted - sink.received
+                return f"(Postfix: {left} still queued after {DRAIN_TIMEOUT:.0f} s)"
+            return f"(waited {time.monotonic() - started:.1f} s for Postfix to relay {waiting})"
+
+        server.drain = drain
         try:
             wait_port(port, time.monotonic() + START_TIMEOUT)
-            run = measured("postfix", port, args)
+            yield server
         finally:
             postfix_ctl(conf, "stop")
-        run.note = (run.note + f" relayed to the sink meanwhile: {sink.received}").strip()
-    return run
 
 
 # ── main ───────────────────────────────────────────────────────────────────────────────────
@@ -322,6 +376,7 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=20, help="parallel SMTP sessions")
     parser.add_argument("--size", type=int, default=5 * 1024, help="message size in bytes")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each run")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per server, taking turns")
     parser.add_argument(
         "--reuse", action="store_true", help="several messages per connection (smtp-source -d)"
     )
@@ -342,43 +397,74 @@ def main() -> None:
     pg = os.environ.get("POSTHORN_TEST_POSTGRES_URL")
     if pg:
         backends.append(("postgresql", asyncio.run(fresh_pg(pg))))
-    runs: list[Run] = []
     mode = "several per connection" if args.reuse else "one per connection"
     print(
-        f"{args.sessions} sessions, {args.size} B messages, {mode}, ~{args.seconds:.0f} s per run, "
-        f"{args.smtp_workers} Posthorn SMTP session process(es)",
+        f"{args.sessions} sessions, {args.size} B messages, {mode}, {args.rounds} rounds of "
+        f"~{args.seconds:.0f} s per server, {args.smtp_workers} Posthorn SMTP session "
+        "process(es)",
         flush=True,
     )
+    servers: list[Server] = []
+    stored: dict[str, int] = {}
     try:
-        for name, url in backends:
-            print(f"[posthorn {name}] …", flush=True)
-            runs.append(bench_posthorn(name, url, args, workdir))
-        if not args.no_postfix:
-            print("[postfix] …", flush=True)
-            try:
-                runs.append(bench_postfix(args, workdir))
-            except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
-                print(f"Postfix could not be measured: {exc}", flush=True)
+        with contextlib.ExitStack() as stack:
+            for name, url in backends:
+                servers.append(stack.enter_context(posthorn_server(name, url, args, workdir)))
+            if not args.no_postfix:
+                try:
+                    servers.append(stack.enter_context(postfix_server(workdir)))
+                except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+                    print(f"Postfix could not be measured: {exc}", flush=True)
+            for server in servers:
+                calibrate(server, args)
+            for round_ in range(1, args.rounds + 1):
+                for server in servers:
+                    run = measure(server, servers, args)
+                    server.runs.append(run)
+                    print(
+                        f"[round {round_}] {server.name:<20} {run.rate:>6.0f}/s  {run.note}",
+                        flush=True,
+                    )
+        for server in servers:  # stopped, so every answered message is in
+            if server.stored is not None:
+                stored[server.name] = server.stored()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    report(servers, stored)
 
+
+def report(servers: list[Server], stored: dict[str, int]) -> None:
     print()
     print(
         f"{'server':<22} {'accepted/s':>10} {'accepted':>9} {'seconds':>8} "
-        f"{'stored/sent':>12}  note"
+        f"{'stored/sent':>12}  runs (accepted/s)"
     )
-    for run in runs:
-        total = run.calibration + run.accepted
-        stored = "" if run.stored is None else f"{run.stored}/{total}"
+    for server in servers:
+        accepted = sum(r.accepted for r in server.runs)
+        seconds = sum(r.seconds for r in server.runs)
+        total = server.calibration + accepted
+        count = f"{stored[server.name]}/{total}" if server.name in stored else ""
+        runs = ", ".join(f"{r.rate:.0f}" for r in server.runs)
         print(
-            f"{run.name:<22} {run.rate:>10.0f} {run.accepted:>9} {run.seconds:>8.1f} "
-            f"{stored:>12}  {run.note}"
+            f"{server.name:<22} {server.rate:>10.0f} {accepted:>9} {seconds:>8.1f} "
+            f"{count:>12}  {runs}"
         )
-    postfix = next((r for r in runs if r.name == "postfix"), None)
-    if postfix and postfix.rate:
-        for run in runs:
-            if run is not postfix:
-                print(f"{run.name} / postfix = {run.rate / postfix.rate:.2f}x")
+    postfix = next((s for s in servers if s.name == "postfix"), None)
+    if postfix is None or not postfix.rate:
+        return
+    for server in servers:
+        if server is postfix:
+            continue
+        per_round = [
+            ours.rate / theirs.rate
+            for ours, theirs in zip(server.runs, postfix.runs, strict=True)
+            if theirs.rate
+        ]
+        print(
+            f"{server.name} / postfix = {server.rate / postfix.rate:.2f}x "
+            f"(rounds: median {statistics.median(per_round):.2f}x, "
+            f"{min(per_round):.2f}x to {max(per_round):.2f}x)"
+        )
 
 
 if __name__ == "__main__":
