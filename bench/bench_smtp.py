@@ -14,10 +14,16 @@ Postfix after its queue file is written and fsync'd.
 2. Postfix 3.x from Debian, run from a temporary configuration directory (``postfix -c``) as a
    relay on a loopback port: ``mynetworks`` = loopback, ``relayhost`` = an SMTP sink on
    loopback, defaults otherwise (so Postfix also relays while it accepts, as it would in use).
+   With ``--postfix-defer`` it only queues what it accepts (``defer_transports``), as
+   ``posthorn smtp`` does: then none of its CPU goes to delivering during the runs.
+
+Posthorn runs ``--smtp-workers`` session processes (``POSTHORN_SMTP_WORKERS``), by default one
+per core (at most 4), as one would configure it on this machine; ``--smtp-workers 1`` measures
+a single process.
 
     scripts/system-deps.sh bench && .venv/bin/python bench/bench_smtp.py
     .venv/bin/python bench/bench_smtp.py --sessions 20 --seconds 10 --rounds 3 \
-        [--reuse] [--smtp-workers 2]
+        [--reuse] [--smtp-workers 2] [--postfix-defer]
 
 Each server gets a calibration run of 1,000 messages; then the servers take turns, ``--rounds``
 times (default 3), each run sized to last about ``--seconds``. Taking turns spreads a slow
@@ -293,8 +299,10 @@ postlog   unix-dgram n - n - 1 postlogd
 """
 
 
-def postfix_config(directory: Path, port: int, relay_port: int) -> Path:
-    """A Postfix instance of its own: configuration, queue and log under ``directory``."""
+def postfix_config(directory: Path, port: int, relay_port: int, *, defer: bool) -> Path:
+    """A Postfix instance of its own: configuration, queue and log under ``directory``.
+    With ``defer``, it queues what it accepts without delivering it (``defer_transports``),
+    as ``posthorn smtp`` does; otherwise it relays to the sink while it accepts."""
     directory.mkdir()
     for path in (directory.parent, directory):
         path.chmod(0o755)  # the postfix user must reach its queue
@@ -326,6 +334,7 @@ alias_maps =
 alias_database =
 maillog_file_prefixes = {directory}
 maillog_file = {directory}/maillog
+{"defer_transports = relay smtp" if defer else ""}
 """
     )
     (conf / "master.cf").write_text(MASTER_CF.format(port=port))
@@ -337,17 +346,19 @@ def postfix_ctl(conf: Path, command: str) -> None:
 
 
 @contextlib.contextmanager
-def postfix_server(workdir: Path) -> Iterator[Server]:
+def postfix_server(workdir: Path, *, defer: bool) -> Iterator[Server]:
     if os.geteuid() != 0:
         raise RuntimeError("Postfix's master must start as root (it drops to the postfix user)")
     port = free_port()
     with SmtpSink(starttls=False, keep_messages=0) as sink:
-        conf = postfix_config(workdir / "postfix", port, sink.port)
+        conf = postfix_config(workdir / "postfix", port, sink.port, defer=defer)
         postfix_ctl(conf, "start")
         server = Server("postfix", port)
 
         def drain() -> str:
             """Wait until everything Postfix accepted so far has reached the sink."""
+            if defer:
+                return ""
             accepted = server.calibration + sum(r.accepted for r in server.runs)
             waiting = accepted - sink.received
             if waiting <= 0:
@@ -383,10 +394,16 @@ def main() -> None:
     parser.add_argument(
         "--smtp-workers",
         type=int,
-        default=1,
-        help="Posthorn's SMTP session processes (POSTHORN_SMTP_WORKERS)",
+        default=min(os.cpu_count() or 1, 4),
+        help="Posthorn's SMTP session processes (POSTHORN_SMTP_WORKERS); "
+        "default: one per core, at most 4",
     )
     parser.add_argument("--no-postfix", action="store_true", help="measure Posthorn only")
+    parser.add_argument(
+        "--postfix-defer",
+        action="store_true",
+        help="Postfix only queues what it accepts (defer_transports), as posthorn smtp does",
+    )
     args = parser.parse_args()
     for tool, package in ((SMTP_SOURCE, "postfix"), (POSTFIX, "postfix")):
         if not Path(tool).exists():
@@ -401,7 +418,7 @@ def main() -> None:
     print(
         f"{args.sessions} sessions, {args.size} B messages, {mode}, {args.rounds} rounds of "
         f"~{args.seconds:.0f} s per server, {args.smtp_workers} Posthorn SMTP session "
-        "process(es)",
+        f"process(es), Postfix {'queueing only' if args.postfix_defer else 'relaying'}",
         flush=True,
     )
     servers: list[Server] = []
@@ -412,7 +429,9 @@ def main() -> None:
                 servers.append(stack.enter_context(posthorn_server(name, url, args, workdir)))
             if not args.no_postfix:
                 try:
-                    servers.append(stack.enter_context(postfix_server(workdir)))
+                    servers.append(
+                        stack.enter_context(postfix_server(workdir, defer=args.postfix_defer))
+                    )
                 except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
                     print(f"Postfix could not be measured: {exc}", flush=True)
             for server in servers:
