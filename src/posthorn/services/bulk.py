@@ -14,7 +14,7 @@ import base64
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -25,6 +25,7 @@ from posthorn.mime import templating
 from posthorn.mime.compose import Attachment
 from posthorn.services.accounts import Principal
 from posthorn.services.domains import Domains
+from posthorn.services.email_rows import check_schedule
 from posthorn.services.templates import Templates, invalid
 from posthorn.settings import Settings
 from posthorn.store import bulk as repo
@@ -35,7 +36,6 @@ from posthorn.store.tables import utcnow
 
 KINDS = ("bulk", "personal", "list")
 MAX_RECIPIENTS = 100_000
-MAX_SCHEDULE_AHEAD = timedelta(days=30)
 MAX_SUBJECT_CHARS = 998  # RFC 5322 §2.1.1
 INVALID_ADDRESS = "The recipient's email address is incorrect"
 PERSONAL_INCOMPLETE = "subject and message are required for each personal letter"
@@ -100,7 +100,8 @@ class Bulk:
         params = await self._params(caller, job)
         rows = _recipient_rows(job)
         now = utcnow()
-        when = _schedule(job.scheduled_at, now)
+        # Now when not scheduled; a time already past means now too.
+        when = check_schedule(job.scheduled_at, now) or now
         job_id = "blk_" + str(uuid.uuid4())
         row = {
             "id": job_id,
@@ -301,16 +302,6 @@ class Bulk:
         """(kind, id) behind a numeric id. Callers check that the object is the caller's."""
         async with self._db.read() as conn:
             return await numeric_ids.resolve(conn, number)
-
-
-def _schedule(when: datetime | None, now: datetime) -> datetime:
-    if when is None:
-        return now
-    if when.tzinfo is None:
-        raise InvalidRequest("schedule_invalid", field="scheduled_at")
-    if when - now > MAX_SCHEDULE_AHEAD:
-        raise InvalidRequest("schedule_too_far", field="scheduled_at", days=30)
-    return max(when, now)
 
 
 def _recipient_rows(job: NewJob) -> list[dict[str, Any]]:
