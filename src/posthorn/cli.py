@@ -192,7 +192,9 @@ def cmd_smtp(settings: Settings, args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         try:
             if args.intake_fd is not None:
-                await _smtp_session_process(settings, services, stop, args.intake_fd)
+                from posthorn.smtp.workers import run_child
+
+                await run_child(settings, services, stop=stop, intake_fd=args.intake_fd)
             elif settings.smtp_workers > 1:
                 from posthorn.smtp.workers import run_parent
 
@@ -205,22 +207,6 @@ def cmd_smtp(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
     return run_async(main())
-
-
-async def _smtp_session_process(
-    settings: Settings, services: Any, stop: asyncio.Event, intake_fd: int
-) -> None:
-    from posthorn.smtp.intake_link import IntakeLink
-    from posthorn.smtp.server import run_smtp
-
-    link = await IntakeLink.open(intake_fd)
-    parent_gone = asyncio.create_task(link.gone.wait())
-    parent_gone.add_done_callback(lambda _: stop.set())
-    try:
-        await run_smtp(settings, services, stop=stop, submit=link.submit_raw, reuse_port=True)
-    finally:
-        parent_gone.cancel()
-        await link.close()
 
 
 def cmd_inbound(settings: Settings, _args: argparse.Namespace) -> int:

@@ -26,8 +26,8 @@ import sys
 
 from posthorn.services.container import Services
 from posthorn.settings import Settings
-from posthorn.smtp.intake_link import STREAM_LIMIT, serve_link
-from posthorn.smtp.server import CLOSE_WAIT, SHUTDOWN_GRACE
+from posthorn.smtp.intake_link import STREAM_LIMIT, IntakeLink, serve_link
+from posthorn.smtp.server import CLOSE_WAIT, SHUTDOWN_GRACE, run_smtp
 from posthorn.smtp.tls import certificate_files
 
 log = logging.getLogger("posthorn.smtp")
@@ -93,6 +93,21 @@ async def run_parent(
             )
         await _stop_children(children)
     return 0 if stop.is_set() else 1
+
+
+async def run_child(
+    settings: Settings, services: Services, *, stop: asyncio.Event, intake_fd: int
+) -> None:
+    """A session process: serve SMTP, handing each message to the parent over ``intake_fd``,
+    until ``stop`` is set or the parent closes the link."""
+    link = await IntakeLink.open(intake_fd)
+    parent_gone = asyncio.create_task(link.gone.wait())
+    parent_gone.add_done_callback(lambda _: stop.set())
+    try:
+        await run_smtp(settings, services, stop=stop, submit=link.submit_raw, reuse_port=True)
+    finally:
+        parent_gone.cancel()
+        await link.close()
 
 
 async def _stop_children(children: list[Child]) -> None:
