@@ -10,7 +10,6 @@ submissions share transactions (group commit); each caller waits for its own com
 from __future__ import annotations
 
 import dataclasses
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from posthorn.domain import quotas
 from posthorn.domain.addresses import Address, AddressError, format_address, parse_address
 from posthorn.domain.custom_headers import check_header
+from posthorn.domain.ids import new_email_id
 from posthorn.domain.send_defaults import DomainSendDefaults, resolve
 from posthorn.domain.statuses import Status
 from posthorn.errors import InvalidRequest, PermissionDenied, PosthornError, TooLarge
@@ -208,7 +208,7 @@ class Intake:
                 count=len(envelope),
                 limit=self._settings.max_recipients,
             )
-        email_id = str(uuid.uuid4())
+        email_id = new_email_id()
         message = submission.message
         message_id = (first(headers, "message-id") or "").strip().strip("<>")
         if not message_id:
@@ -365,7 +365,7 @@ class Intake:
         scheduled_at = check_schedule(request.scheduled_at, now)
         check_metadata(request.metadata)
 
-        email_id = str(uuid.uuid4())
+        email_id = new_email_id()
         message_id = f"{email_id}@{self._settings.hostname}"
         spec = MessageSpec(
             from_address=sender,
