@@ -123,3 +123,21 @@ async def test_an_unknown_column_is_an_error_on_sqlite(db: Database, account_id:
     with pytest.raises(KeyError, match="colour"):
         async with db.write() as conn:
             await FastInsert(emails).run(conn, [email_row("x", account_id, colour="red")])
+
+
+@pytest.mark.parametrize("count", [1, 13, 16, 37])
+async def test_every_row_of_a_large_call_is_stored_in_order(
+    db: Database, account_id: str, count: int
+) -> None:
+    rows = [email_row(f"m{i:03}", account_id, size=i, subject=f"s{i}") for i in range(count)]
+    async with db.write() as conn:
+        await FastInsert(emails).run(conn, rows)
+    async with db.read() as conn:
+        got = (
+            await conn.execute(
+                select(emails.c.id, emails.c.size, emails.c.subject).order_by(text("rowid"))
+                if db.is_sqlite
+                else select(emails.c.id, emails.c.size, emails.c.subject).order_by(emails.c.id)
+            )
+        ).all()
+    assert [tuple(r) for r in got] == [(f"m{i:03}", i, f"s{i}") for i in range(count)]
