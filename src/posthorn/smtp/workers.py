@@ -7,7 +7,9 @@ the SMTP ports together (``SO_REUSEPORT``: the kernel spreads connections over t
 the sessions, authentication and checks included. Each complete message goes back to the
 parent over the child's link (:mod:`posthorn.smtp.intake_link`) and is committed by the
 parent's intake, so the messages of all the children still share one group commit, and each
-250 still means committed.
+250 still means committed. On SQLite the parent runs those commits on its event loop: while
+one is written, the children's next messages wait in the socket buffers and form the next
+batch.
 
 Stopping: on SIGTERM or SIGINT the parent tells the children, which stop listening, finish
 the messages they hold (the parent goes on committing them) and exit; then the parent exits.
@@ -69,6 +71,9 @@ async def run_parent(
     """Run the session processes until ``stop`` is set or one of them exits; the exit code."""
     # A self-signed certificate is generated here, once, before the children would race to.
     certificate_files(settings)
+    # This process only reads the children's frames and commits: its loop may as well run
+    # the group commits itself, which costs less than handing each one to a writer thread.
+    services.db.write_on_loop()
     children = [await start_child(services, log_level) for _ in range(settings.smtp_workers)]
     log.info(
         "smtp: %d session processes on %s:%d (pids %s), committing here",
