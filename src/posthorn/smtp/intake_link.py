@@ -122,6 +122,7 @@ async def serve_link(
 ) -> None:
     """The committing process's end, for one child, until that child closes it."""
     pending: set[asyncio.Task[None]] = set()
+    outbox = _Outbox(writer)
 
     async def answer(number: int, submission: RawSubmission) -> None:
         try:
@@ -131,10 +132,7 @@ async def serve_link(
         except Exception as exc:
             log.exception("smtp intake failed", extra={"action": "smtp_error"})
             reply = (number, FAILED, repr(exc))
-        # One write() per frame, so frames never interleave. If the child is gone, what was
-        # committed stays committed.
-        with contextlib.suppress(ConnectionError):
-            await write_frame(writer, reply)
+        outbox.put(reply)
 
     try:
         while (request := await read_frame(reader)) is not None:
@@ -143,5 +141,32 @@ async def serve_link(
             task.add_done_callback(pending.discard)
         if pending:  # the child closed its end: finish what it handed over
             await asyncio.gather(*pending, return_exceptions=True)
+        outbox.flush()
     finally:
         writer.close()
+
+
+class _Outbox:
+    """Answers go out together: the messages of one group commit are answered in the same
+    turn of the loop, so they leave in one write, and the child wakes up once for them all.
+
+    Each answer stands for a message the child is waiting on, so what is buffered here is
+    bounded by what the child has sent; there is nothing to drain for. If the child is gone,
+    what was committed stays committed.
+    """
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+        self._frames: list[bytes] = []
+
+    def put(self, obj: Any) -> None:
+        body = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        if not self._frames:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._frames.append(HEADER.pack(len(body)) + body)
+
+    def flush(self) -> None:
+        frames, self._frames = self._frames, []
+        if frames and not self._writer.is_closing():
+            with contextlib.suppress(ConnectionError):
+                self._writer.write(b"".join(frames))
