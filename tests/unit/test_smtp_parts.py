@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import ssl
 import weakref
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -278,7 +279,7 @@ class _Session(SMTP):
 def _comparable(value: Any, owner: object) -> Any:
     if inspect.ismethod(value):
         return ("method", value.__func__, value.__self__ is owner)
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return {key: _comparable(item, owner) for key, item in value.items()}
     if isinstance(value, tuple):
         return tuple(_comparable(item, owner) for item in value)

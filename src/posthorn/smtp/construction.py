@@ -17,6 +17,7 @@ import asyncio
 import inspect
 import ssl
 import weakref
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,13 +33,33 @@ def supported() -> bool:
 
 @dataclass(frozen=True, slots=True)
 class _HandlerTables:
-    hooks: tuple[str, ...]  # handle_* attribute names
+    hooks: dict[str, str]  # hook name → handle_* attribute name
     mechanisms: tuple[tuple[str, str], ...]  # (mechanism, auth_* attribute name)
     ehlo_hook_version: str | None
 
 
-_class_tables: dict[type[SMTP], tuple[tuple[str, ...], tuple[tuple[str, str], ...]]] = {}
+_class_tables: dict[type[SMTP], tuple[dict[str, str], tuple[tuple[str, str], ...]]] = {}
 _handler_tables: weakref.WeakKeyDictionary[Any, _HandlerTables] = weakref.WeakKeyDictionary()
+
+
+class _Bound(Mapping[str, Any]):
+    """``{key: getattr(owner, attribute)}`` over a fixed table, bound when looked up: a
+    session uses a handful of its thirty-odd commands, so binding them all costs more."""
+
+    __slots__ = ("_attributes", "_owner")
+
+    def __init__(self, owner: Any, attributes: dict[str, str]) -> None:
+        self._owner = owner
+        self._attributes = attributes
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self._owner, self._attributes[key])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._attributes)
+
+    def __len__(self) -> int:
+        return len(self._attributes)
 
 
 def _mechanisms(obj: Any) -> tuple[tuple[str, str], ...]:
@@ -50,10 +71,10 @@ def _mechanisms(obj: Any) -> tuple[tuple[str, str], ...]:
     )
 
 
-def _for_class(cls: type[SMTP]) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+def _for_class(cls: type[SMTP]) -> tuple[dict[str, str], tuple[tuple[str, str], ...]]:
     tables = _class_tables.get(cls)
     if tables is None:
-        commands = tuple(name for name in dir(cls) if name.startswith("smtp_"))
+        commands = {name[5:]: name for name in dir(cls) if name.startswith("smtp_")}
         tables = (commands, _mechanisms(cls))
         _class_tables[cls] = tables
     return tables
@@ -62,7 +83,7 @@ def _for_class(cls: type[SMTP]) -> tuple[tuple[str, ...], tuple[tuple[str, str],
 def _for_handler(handler: Any) -> _HandlerTables:
     tables = _handler_tables.get(handler)
     if tables is None:
-        hooks = tuple(name for name in dir(handler) if name.startswith("handle_"))
+        hooks = {name[7:]: name for name in dir(handler) if name.startswith("handle_")}
         ehlo = getattr(handler, "handle_EHLO", None)
         version = None
         if ehlo is not None:
@@ -123,7 +144,7 @@ def init_session(
         {mech: _AuthMechAttr(getattr(handler, name), False) for mech, name in tables.mechanisms}
     )
     session._auth_methods = methods
-    session._handle_hooks = {name[7:]: getattr(handler, name) for name in tables.hooks}
+    session._handle_hooks = _Bound(handler, tables.hooks)  # type: ignore[assignment]
     session._ehlo_hook_ver = tables.ehlo_hook_version
-    session._smtp_methods = {name[5:]: getattr(session, name) for name in commands}
+    session._smtp_methods = _Bound(session, commands)  # type: ignore[assignment]
     session._enforce_call_limit = False

@@ -13,12 +13,14 @@ import ipaddress
 import re
 from datetime import datetime
 from email.utils import format_datetime
+from functools import lru_cache
 
 MAX_HELO = 255  # RFC 5321 §4.5.3.1.2: a domain name is at most 255 octets
 _HELO_CHARS = re.compile(r"[^A-Za-z0-9.\-_:\[\]]")
 _FOLD = "\r\n\t"  # RFC 5322 §2.2.3: folding white space
 
 
+@lru_cache(maxsize=1024)  # a client sends many messages; parsing its address is not free
 def address_literal(ip: str) -> str:
     """``[192.0.2.1]`` or ``[IPv6:2001:db8::1]`` (RFC 5321 §4.1.3)."""
     try:
@@ -67,5 +69,10 @@ def received_field(
     if len(recipients) == 1 and "\r" not in recipients[0] and "\n" not in recipients[0]:
         parts.append(f"for <{recipients[0]}>")
     parts[-1] += ";"
-    parts.append(format_datetime(when))
+    parts.append(_date(when.replace(microsecond=0)))
     return (_FOLD.join(parts) + "\r\n").encode("utf-8")
+
+
+@lru_cache(maxsize=4)  # the messages of one second share one date
+def _date(when: datetime) -> str:
+    return format_datetime(when)
