@@ -7,7 +7,7 @@ import inspect
 import ssl
 import weakref
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -322,3 +322,23 @@ def test_cheap_construction_sets_what_aiosmtpd_sets(tls: bool) -> None:
             ), name
     finally:
         loop.close()
+
+
+def test_received_dates_keep_their_time_zone() -> None:
+    utc = datetime(2026, 5, 17, 9, 30, 15, 1, tzinfo=UTC)
+    plus_two = utc.astimezone(timezone(timedelta(hours=2)))
+    fields = [
+        received_field(
+            helo="c.test",
+            ip="192.0.2.1",
+            by="mx.test",
+            protocol="ESMTP",
+            tls=None,
+            recipients=[],
+            when=when,
+        )
+        for when in (utc, plus_two, utc.replace(microsecond=999_999))
+    ]
+    assert fields[0].endswith(b"Sun, 17 May 2026 09:30:15 +0000\r\n")
+    assert fields[1].endswith(b"Sun, 17 May 2026 11:30:15 +0200\r\n")
+    assert fields[2] == fields[0]

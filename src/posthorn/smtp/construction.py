@@ -4,7 +4,8 @@ aiosmtpd's ``SMTP.__init__`` finds the session's ``smtp_*`` commands, ``auth_*``
 and the handler's ``handle_*`` hooks by introspection (``inspect.getmembers`` and ``dir``) on
 every connection. That costs about half a millisecond, more than the rest of a one-message
 session, and it is the same answer every time. :func:`init_session` sets the same attributes
-as aiosmtpd 1.4.6's constructor, with the introspection done once per class and per handler.
+as aiosmtpd 1.4.6's constructor, with the introspection done once per class and per handler;
+the command and hook tables are mappings that bind a method when it is looked up.
 
 It relies on that constructor's layout, so it is used only with the aiosmtpd versions it was
 checked against (``tests/unit/test_smtp_parts.py`` compares both ways); with any other

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.utils import format_datetime
 from functools import lru_cache
 
@@ -69,10 +69,11 @@ def received_field(
     if len(recipients) == 1 and "\r" not in recipients[0] and "\n" not in recipients[0]:
         parts.append(f"for <{recipients[0]}>")
     parts[-1] += ";"
-    parts.append(_date(when.replace(microsecond=0)))
+    parts.append(_date(when.replace(microsecond=0), when.utcoffset()))
     return (_FOLD.join(parts) + "\r\n").encode("utf-8")
 
 
 @lru_cache(maxsize=4)  # the messages of one second share one date
-def _date(when: datetime) -> str:
+def _date(when: datetime, _offset: timedelta | None) -> str:
+    # The offset is part of the key: equal instants in two time zones are written apart.
     return format_datetime(when)
