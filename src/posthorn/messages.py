@@ -90,6 +90,16 @@ CATALOG: dict[str, dict[str, str]] = {
         "en": "The domain {domain} is already registered",
         "vi": "Tên miền {domain} đã được đăng ký",
     },
+    "domain_verified_elsewhere": {
+        "en": (
+            "The domain {domain} is verified by another account; this claim stays pending "
+            "until that account's DNS records are gone and yours are published"
+        ),
+        "vi": (
+            "Tên miền {domain} đã được một tài khoản khác xác minh; yêu cầu này vẫn chờ "
+            "cho đến khi bản ghi DNS của tài khoản đó bị gỡ và bản ghi của bạn được công bố"
+        ),
+    },
     "rotation_pending": {
         "en": "A DKIM key rotation is already waiting for its DNS record to verify",
         "vi": "Đang có một lần xoay khóa DKIM chờ bản ghi DNS được xác minh",

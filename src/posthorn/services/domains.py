@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from sqlalchemy.exc import IntegrityError
+
 from posthorn.crypto import seal
 from posthorn.domain import dns_records
 from posthorn.domain.dns_records import Observed
@@ -87,14 +89,34 @@ class Domains:
             "created_at": now,
             "updated_at": now,
         }
-        async with self._db.write() as conn:
-            # One owner per domain across all accounts; the 409 does not say whose it is.
-            if await repo.name_taken(conn, domain):
-                raise Conflict("domain_taken", domain=domain)
-            await repo.insert_domain(conn, row)
-            for key_row in keys:
-                await repo.insert_key(conn, key_row)
+        # A claim proves nothing, so any number of accounts may hold one for a name (one
+        # each). A verified name is owned, and the 409 does not say by whom; unless the
+        # owner's records have left the DNS, when the name may have changed hands.
+        owner = await self._other_owner(caller.account_id, domain)
+        if owner is not None and await self._still_holds(owner):
+            raise Conflict("domain_taken", domain=domain)
+        try:
+            async with self._db.write() as conn:
+                if await repo.find_domain(conn, caller.account_id, domain) is not None:
+                    raise Conflict("domain_taken", domain=domain)
+                await repo.insert_domain(conn, row)
+                for key_row in keys:
+                    await repo.insert_key(conn, key_row)
+        except IntegrityError as exc:  # the same account, twice at once
+            raise Conflict("domain_taken", domain=domain) from exc
         return DomainView(row=await self._get(caller.account_id, domain_id), records=records)
+
+    async def _other_owner(self, account_id: str, name: str) -> dict[str, Any] | None:
+        """Another account's verified claim of the name, or ``None``."""
+        async with self._db.read() as conn:
+            owner_id = await repo.verified_owner(conn, name)
+            if owner_id is None or owner_id == account_id:
+                return None
+            return await repo.find_domain(conn, owner_id, name)
+
+    async def _still_holds(self, owner: dict[str, Any]) -> bool:
+        """Whether the owner's records are still in the DNS (looked up now)."""
+        return dns_records.all_required_verified(await self._check(owner))
 
     def _selector(self, now: datetime, n: int) -> str:
         return f"{self._settings.dkim_selector_prefix}{now:%Y%m%d}{n}"
@@ -178,9 +200,41 @@ class Domains:
     # ── verification and rotation ───────────────────────────────────────────────────────
 
     async def verify(self, caller: Principal, domain_id: str) -> DomainView:
+        """Look the records up and record the outcome.
+
+        Several accounts may claim a name; the first whose records are all in the DNS owns
+        it (its DKIM key is the proof: SPF and MX are the same for everyone). While it does,
+        the other claims answer 409 here, unless the owner's records have left the DNS while
+        this claim's are there: the name has changed hands, and the owner's claim returns
+        to pending. Two verifications at once cannot both win: the partial unique index on
+        verified names refuses the second, which is a 409 too.
+        """
         caller.require(Permission.FULL_ACCESS)
         row = await self._get(caller.account_id, domain_id)
         checked = await self._check(row)
+        displaced = await self._displaced_owner(row, checked)
+        try:
+            return await self._record_verification(row, checked, displaced)
+        except IntegrityError as exc:  # another account's verification won the race
+            raise Conflict("domain_verified_elsewhere", domain=row["name"]) from exc
+
+    async def _displaced_owner(
+        self, row: dict[str, Any], checked: list[dict[str, Any]]
+    ) -> str | None:
+        """The id of another account's verified claim of the name whose records have left
+        the DNS while this claim's are there; ``None`` when no one else owns the name. A 409
+        when another account owns it and keeps it."""
+        owner = await self._other_owner(row["account_id"], row["name"])
+        if owner is None:
+            return None
+        if not dns_records.all_required_verified(checked) or await self._still_holds(owner):
+            raise Conflict("domain_verified_elsewhere", domain=row["name"])
+        return str(owner["id"])
+
+    async def _record_verification(
+        self, row: dict[str, Any], checked: list[dict[str, Any]], displaced: str | None
+    ) -> DomainView:
+        domain_id = row["id"]
         now = utcnow()
         async with self._db.write() as conn:
             keys = await repo.keys_for(conn, domain_id)
@@ -203,9 +257,16 @@ class Domains:
                 values["verified_at"] = now
             if not verified:
                 values["verified_at"] = None
+            if verified and displaced is not None:
+                await repo.update_domain(
+                    conn, displaced, {"status": "pending", "verified_at": None, "updated_at": now}
+                )
+            # Verifying writes the status whatever it was: this is where a second account
+            # verifying at the same moment meets the unique index (IntegrityError).
             await repo.update_domain(conn, domain_id, values)
         self._sending.clear()
         row.update(values)
+        row["verified_elsewhere"] = False
         return DomainView(row=row, records=checked)
 
     async def _observe_again(self, row: dict[str, Any], records: list[dict[str, Any]]) -> Observed:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy import and_, delete, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from posthorn.store.tables import dkim_keys, domains
@@ -16,9 +16,28 @@ async def insert_domain(conn: AsyncConnection, row: dict[str, Any]) -> None:
     await conn.execute(domains.insert().values(**row))
 
 
-async def name_taken(conn: AsyncConnection, name: str) -> bool:
-    found = await conn.execute(select(domains.c.id).where(domains.c.name == name))
-    return found.first() is not None
+async def verified_owner(conn: AsyncConnection, name: str) -> str | None:
+    """The account whose claim of ``name`` is verified (at most one: the partial unique index
+    ``uq_domains_verified_name``), or ``None``."""
+    found = await conn.execute(
+        select(domains.c.account_id).where(domains.c.name == name, domains.c.status == "verified")
+    )
+    value = found.scalar_one_or_none()
+    return None if value is None else str(value)
+
+
+def _verified_elsewhere() -> Any:
+    """Whether another account's claim of the row's name is verified (a column expression)."""
+    other = domains.alias("other")
+    return (
+        exists()
+        .where(
+            other.c.name == domains.c.name,
+            other.c.status == "verified",
+            other.c.account_id != domains.c.account_id,
+        )
+        .label("verified_elsewhere")
+    )
 
 
 async def get_domain(
@@ -26,7 +45,9 @@ async def get_domain(
 ) -> dict[str, Any] | None:
     row = (
         await conn.execute(
-            select(domains).where(domains.c.id == domain_id, domains.c.account_id == account_id)
+            select(domains, _verified_elsewhere()).where(
+                domains.c.id == domain_id, domains.c.account_id == account_id
+            )
         )
     ).first()
     return dict(row._mapping) if row else None
@@ -57,7 +78,11 @@ async def list_domains(
         )
     ).one()
     rows = await conn.execute(
-        select(domains).where(and_(*where)).order_by(domains.c.name).offset(offset).limit(limit)
+        select(domains, _verified_elsewhere())
+        .where(and_(*where))
+        .order_by(domains.c.name)
+        .offset(offset)
+        .limit(limit)
     )
     return [dict(r._mapping) for r in rows], int(counts[0]), int(counts[1])
 
@@ -93,13 +118,18 @@ async def set_key_states(conn: AsyncConnection, changes: Sequence[tuple[int, str
 
 
 async def signing_keys(conn: AsyncConnection, domain_name: str) -> list[dict[str, Any]]:
-    """The active keys of a verified domain, by name (what the worker signs with)."""
+    """The active keys of the verified domain of that name (what the worker signs with); the
+    keys of other accounts' pending claims of the name never sign."""
     rows = await conn.execute(
         select(
             dkim_keys.c.selector, dkim_keys.c.algorithm, dkim_keys.c.private_key, domains.c.ed25519
         )
         .join(domains, domains.c.id == dkim_keys.c.domain_id)
-        .where(domains.c.name == domain_name, dkim_keys.c.state == "active")
+        .where(
+            domains.c.name == domain_name,
+            domains.c.status == "verified",
+            dkim_keys.c.state == "active",
+        )
         .order_by(dkim_keys.c.id)
     )
     return [dict(r._mapping) for r in rows]

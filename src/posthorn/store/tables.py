@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 
@@ -179,7 +180,7 @@ domains = Table(
     metadata,
     Column("id", String(40), primary_key=True),  # dom_…
     Column("account_id", String(36), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
-    Column("name", String(253), nullable=False, unique=True),  # A-label, lower case
+    Column("name", String(253), nullable=False),  # A-label, lower case
     Column("status", String(20), nullable=False),  # pending | verified
     Column("records", JSON, nullable=False),  # the DNS records to publish, with live state
     Column("daily_limit", Integer),  # NULL = the plan's
@@ -196,7 +197,16 @@ domains = Table(
     Column("checked_at", UtcDateTime()),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
-    Index("ix_domains_account", "account_id", "name"),
+    # An account claims a name once; several accounts may claim it while it is pending, and
+    # the first to verify it owns it (services/domains.py).
+    Index("ix_domains_account", "account_id", "name", unique=True),
+    Index(
+        "uq_domains_verified_name",
+        "name",
+        unique=True,
+        sqlite_where=text("status = 'verified'"),
+        postgresql_where=text("status = 'verified'"),
+    ),
 )
 
 dkim_keys = Table(

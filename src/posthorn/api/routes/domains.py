@@ -46,10 +46,17 @@ class UpdateDomainIn(BaseModel):
         return value
 
 
+VERIFIED_ELSEWHERE = (
+    "true while another account has verified this name: this claim cannot be verified (409) "
+    "until that account's records leave the DNS"
+)
+
+
 class DomainOut(BaseModel):
     id: str
     domain: str
     status: str
+    verified_elsewhere: bool = Field(description=VERIFIED_ELSEWHERE)
     dns_records: list[dict[str, Any]] = Field(
         description="type, name, value, purpose, priority (MX); verified and found after a check"
     )
@@ -69,6 +76,7 @@ class DomainSummaryOut(BaseModel):
     id: str
     domain: str
     status: str
+    verified_elsewhere: bool = Field(description=VERIFIED_ELSEWHERE)
     created_at: str
 
 
@@ -106,6 +114,7 @@ def _out(view: DomainView) -> dict[str, Any]:
         "id": row["id"],
         "domain": row["name"],
         "status": row["status"],
+        "verified_elsewhere": bool(row.get("verified_elsewhere")),
         "dns_records": view.records,
         "created_at": timestamp(row["created_at"]),
         "verified_at": timestamp(row["verified_at"]),
@@ -137,6 +146,7 @@ async def list_domains(
                 "id": r["id"],
                 "domain": r["name"],
                 "status": r["status"],
+                "verified_elsewhere": bool(r["verified_elsewhere"]),
                 "created_at": timestamp(r["created_at"]),
             }
             for r in rows
@@ -152,7 +162,9 @@ async def list_domains(
 async def create_domain(
     body: CreateDomainIn, svc: ServicesDep, caller: PrincipalDep
 ) -> dict[str, Any]:
-    """Add a sending domain; publish the returned DNS records, then verify."""
+    """Claim a sending domain; publish the returned DNS records, then verify. Several
+    accounts may claim a name; the first to verify it owns it. 409 when this account has
+    already claimed it or another account has verified it."""
     return _out(await svc.domains.create(caller, body.domain))
 
 
@@ -174,7 +186,8 @@ async def update_domain(
 
 @router.post("/{domain_id}/verify", response_model=DomainOut)
 async def verify_domain(domain_id: str, svc: ServicesDep, caller: PrincipalDep) -> dict[str, Any]:
-    """Look the records up; the domain is verified when SPF, MX and DKIM all match."""
+    """Look the records up; the domain is verified when SPF, MX and DKIM all match. 409 while
+    another account has verified the name (see verified_elsewhere)."""
     return _out(await svc.domains.verify(caller, domain_id))
 
 
