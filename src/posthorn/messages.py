@@ -100,6 +100,17 @@ CATALOG: dict[str, dict[str, str]] = {
             "cho đến khi bản ghi DNS của tài khoản đó bị gỡ và bản ghi của bạn được công bố"
         ),
     },
+    "suppression_complaint": {
+        "en": (
+            "{address} complained about your mail (reported it as spam); mailing it again "
+            "harms your sending reputation. To lift the suppression anyway, repeat the "
+            "request with force=true"
+        ),
+        "vi": (
+            "{address} đã khiếu nại thư của bạn (báo là thư rác); gửi lại sẽ ảnh hưởng uy tín "
+            "gửi thư của bạn. Để vẫn gỡ chặn, hãy gửi lại yêu cầu với force=true"
+        ),
+    },
     "rotation_pending": {
         "en": "A DKIM key rotation is already waiting for its DNS record to verify",
         "vi": "Đang có một lần xoay khóa DKIM chờ bản ghi DNS được xác minh",

@@ -11,13 +11,14 @@ from typing import Any
 
 from posthorn.domain.addresses import AddressError, parse_address
 from posthorn.domain.permissions import Permission
-from posthorn.errors import InvalidRequest, NotFound
+from posthorn.errors import Conflict, InvalidRequest, NotFound
 from posthorn.services.accounts import Principal
 from posthorn.store import suppressions as repo
 from posthorn.store.database import Database
 from posthorn.store.tables import utcnow
 
 REASONS = ("bounce", "complaint", "unsubscribe", "manual")
+COMPLAINT = "complaint"
 
 
 class Suppressions:
@@ -66,8 +67,21 @@ class Suppressions:
                 now=utcnow(),
             )
 
-    async def remove(self, caller: Principal, address: str) -> None:
-        caller.require(Permission.SENDING_ACCESS)
+    async def remove(self, caller: Principal, address: str, *, force: bool = False) -> None:
+        """Allow sending to the address again, in every scope.
+
+        Only a ``full_access`` key may: a key that sends mail must not be able to undo what
+        recipients and their servers said about it. A complaint (the recipient reported the
+        mail as spam, RFC 5965) is lifted only with ``force``: mailing a complainer again
+        harms the sender's reputation with every mailbox provider, so it takes a deliberate
+        second step (:class:`Conflict` without it).
+        """
+        caller.require(Permission.FULL_ACCESS)
+        email = address.strip()
         async with self._db.write() as conn:
-            if not await repo.remove(conn, caller.account_id, address.strip(), utcnow()):
+            found = await repo.reasons(conn, caller.account_id, email)
+            if not found:
                 raise NotFound(resource="suppression")
+            if COMPLAINT in found and not force:
+                raise Conflict("suppression_complaint", address=email.lower()[:320])
+            await repo.remove(conn, caller.account_id, email, utcnow())

@@ -32,6 +32,16 @@ async def suppressed(
     return {address: reason for address, reason in rows}
 
 
+async def reasons(conn: AsyncConnection, account_id: str, address: str) -> set[str]:
+    """Why the address is suppressed, in any scope (empty when it is not)."""
+    rows = await conn.execute(
+        select(suppressions.c.reason).where(
+            suppressions.c.account_id == account_id, suppressions.c.address == address.lower()
+        )
+    )
+    return {str(reason) for (reason,) in rows}
+
+
 async def suppressed_many(
     conn: AsyncConnection, wanted: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], str]:

@@ -85,8 +85,15 @@ async def add_suppression(
 
 @router.delete("/{address}", response_model=DeletedOut)
 async def delete_suppression(
-    address: str, svc: ServicesDep, caller: PrincipalDep
+    address: str,
+    svc: ServicesDep,
+    caller: PrincipalDep,
+    force: Annotated[
+        bool,
+        Query(description="Required to lift a complaint (the recipient reported spam)."),
+    ] = False,
 ) -> dict[str, Any]:
-    """Allow sending to the address again."""
-    await svc.suppressions.remove(caller, address)
+    """Allow sending to the address again (every scope). Only a full_access key may (403
+    otherwise); an address that complained answers 409 unless ``force=true``."""
+    await svc.suppressions.remove(caller, address, force=force)
     return {"address": address.lower(), "deleted": True}
