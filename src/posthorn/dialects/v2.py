@@ -80,15 +80,24 @@ def _error(request: Request, exc: PosthornError) -> JSONResponse:
 
 
 async def _call(request: Request, svc: Services, needed: Permission, work: Work) -> JSONResponse:
+    """Authenticate, authorise, then read and check the request.
+
+    The seed carries ``token`` in the form, so the body's framing (form or JSON) is read to
+    find it; its fields are checked only once the caller is known. A token in the query
+    string is checked before the body is read at all.
+    """
     try:
+        queried = (request.query_params.get("token") or "").strip()
+        early = await _authorised(request, svc, needed, queried) if queried else None
         async with read_fields(
             request, max_fields=MAX_FIELDS, max_part_size=svc.settings.max_message_bytes
         ) as fields:
-            caller = await svc.accounts.authenticate(
-                (fields.text("token") or "").strip() or None,
-                client_ip=client_ip(request, svc.settings),
+            token = _token(fields)
+            caller = (
+                early
+                if early is not None and token in (None, queried)
+                else await _authorised(request, svc, needed, token)
             )
-            caller.require(needed)
             result = await work(svc, caller, fields)
     except PosthornError as exc:
         return _error(request, exc)
@@ -97,6 +106,25 @@ async def _call(request: Request, svc: Services, needed: Permission, work: Work)
         body = {"status": "ERROR", "error": render("internal", language_of(request))}
         return JSONResponse(body, status_code=500)
     return JSONResponse({"status": "OK"} if result is None else {"status": "OK", "result": result})
+
+
+async def _authorised(
+    request: Request, svc: Services, needed: Permission, token: str | None
+) -> Principal:
+    caller = await svc.accounts.authenticate(
+        token or None, client_ip=client_ip(request, svc.settings)
+    )
+    caller.require(needed)
+    return caller
+
+
+def _token(fields: Fields) -> str | None:
+    """The first ``token`` (the form's before the query string's), stripped; a file sent in
+    its place is no token (an authentication failure, not a field error)."""
+    for key, value in fields.pairs:
+        if key == "token":
+            return (value.strip() or None) if isinstance(value, str) else None
+    return None
 
 
 # ── translating fields ──────────────────────────────────────────────────────────────────
