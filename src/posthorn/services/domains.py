@@ -67,6 +67,12 @@ class Domains:
             domain = normalise_domain(name)
         except ValueError as exc:
             raise InvalidRequest("domain_invalid", field="domain", reason=str(exc)) from exc
+        # A claim proves nothing, so any number of accounts may hold one for a name (one
+        # each). A verified name is owned, and the 409 does not say by whom; unless the
+        # owner's records have left the DNS, when the name may have changed hands.
+        owner = await self._other_owner(caller.account_id, domain)
+        if owner is not None and await self._still_holds(owner):
+            raise Conflict("domain_taken", domain=domain)
         now = utcnow()
         domain_id = "dom_" + secrets.token_hex(8)
         selector = self._selector(now, 1)
@@ -89,12 +95,6 @@ class Domains:
             "created_at": now,
             "updated_at": now,
         }
-        # A claim proves nothing, so any number of accounts may hold one for a name (one
-        # each). A verified name is owned, and the 409 does not say by whom; unless the
-        # owner's records have left the DNS, when the name may have changed hands.
-        owner = await self._other_owner(caller.account_id, domain)
-        if owner is not None and await self._still_holds(owner):
-            raise Conflict("domain_taken", domain=domain)
         try:
             async with self._db.write() as conn:
                 if await repo.find_domain(conn, caller.account_id, domain) is not None:
