@@ -125,6 +125,9 @@ async def test_a_name_changes_hands_when_the_owners_records_leave_the_dns(
     assert (await verify(http, before, old["id"])).json()["status"] == "verified"
     refused = await http.post("/v1/domains", json={"domain": NAME}, headers=headers(after))
     assert refused.status_code == 409
+    sender = {"account": f"noreply@{NAME}", "domain": NAME, "password": "a long password"}
+    made = await http.post("/v1/senders", json=sender, headers=headers(before))
+    assert made.status_code == 200, made.text
 
     # The name's DNS now publishes someone else's key instead: they claim it and verify.
     for record in old["dns_records"]:
@@ -138,6 +141,10 @@ async def test_a_name_changes_hands_when_the_owners_records_leave_the_dns(
     gone = (await http.get(f"/v1/domains/{old['id']}", headers=headers(before))).json()
     assert gone["status"] == "pending" and gone["verified_elsewhere"] is True
     assert await verified_claims(db, NAME) == 1
+    # The old owner's SMTP credentials on the name went with it; the address is free.
+    assert (await http.get("/v1/senders", headers=headers(before))).json()["total"] == 0
+    again = await http.post("/v1/senders", json=sender, headers=headers(after))
+    assert again.status_code == 200, again.text
 
 
 async def test_two_accounts_verifying_at_once_only_one_wins(

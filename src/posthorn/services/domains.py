@@ -206,8 +206,8 @@ class Domains:
         it (its DKIM key is the proof: SPF and MX are the same for everyone). While it does,
         the other claims answer 409 here, unless the owner's records have left the DNS while
         this claim's are there: the name has changed hands, and the owner's claim returns
-        to pending. Two verifications at once cannot both win: the partial unique index on
-        verified names refuses the second, which is a 409 too.
+        to pending without its senders. Two verifications at once cannot both win: the
+        partial unique index on verified names refuses the second, which is a 409 too.
         """
         caller.require(Permission.FULL_ACCESS)
         row = await self._get(caller.account_id, domain_id)
@@ -258,9 +258,7 @@ class Domains:
             if not verified:
                 values["verified_at"] = None
             if verified and displaced is not None:
-                await repo.update_domain(
-                    conn, displaced, {"status": "pending", "verified_at": None, "updated_at": now}
-                )
+                await repo.release(conn, displaced, now)
             # Verifying writes the status whatever it was: this is where a second account
             # verifying at the same moment meets the unique index (IntegrityError).
             await repo.update_domain(conn, domain_id, values)

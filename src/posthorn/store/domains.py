@@ -101,6 +101,20 @@ async def delete_domain(conn: AsyncConnection, domain_id: str) -> None:
     await conn.execute(delete(domains).where(domains.c.id == domain_id))
 
 
+async def release(conn: AsyncConnection, domain_id: str, now: datetime) -> None:
+    """A verified claim whose name has changed hands: pending again, and its senders (SMTP
+    credentials for addresses it no longer owns, which would keep those addresses from the
+    new owner) gone."""
+    from posthorn.store.tables import senders
+
+    await conn.execute(delete(senders).where(senders.c.domain_id == domain_id))
+    await conn.execute(
+        update(domains)
+        .where(domains.c.id == domain_id)
+        .values(status="pending", verified_at=None, updated_at=now)
+    )
+
+
 async def insert_key(conn: AsyncConnection, row: dict[str, Any]) -> None:
     await conn.execute(dkim_keys.insert().values(**row))
 
