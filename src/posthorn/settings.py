@@ -100,7 +100,12 @@ class Settings(BaseSettings):
     )
     worker_concurrency: int = Field(50, description="Deliveries in flight per worker process.")
     worker_lease_seconds: int = Field(
-        300, description="How long a claimed delivery stays leased before it returns to the queue."
+        30,
+        ge=3,
+        description="How long a claimed delivery stays leased before it returns to the queue. "
+        "The worker renews the leases of its deliveries in flight every third of this, so a "
+        "slow send keeps them; after a crash they come back within this many seconds. Hosts' "
+        "clocks must agree to well within it (NTP).",
     )
     worker_poll_seconds: float = Field(0.5, description="Idle wait between queue polls.")
     destination_recipient_limit: int = Field(

@@ -13,9 +13,11 @@ it names (:mod:`posthorn.domain.verp`).
 
 Up to ``worker_concurrency`` transactions are in flight; the loop claims only as many
 deliveries as there are free slots (plus the due ones that join their transactions), so a
-claimed delivery never waits in memory while its lease runs out. A heartbeat extends the
-leases of in-flight deliveries. Results are recorded through a group commit. ``stop()``
-(SIGTERM) stops claiming, lets in-flight sends finish and records them.
+claimed delivery never waits in memory while its lease runs out. A heartbeat renews the
+leases of in-flight deliveries every third of a lease (until their results are committed), so
+a slow MX keeps them while a dead worker's return to the queue within one lease. Results are
+recorded through a group commit. ``stop()`` (SIGTERM) stops claiming, lets in-flight sends
+finish and records them.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -123,18 +125,17 @@ class Worker:
 
     async def run(self) -> None:
         log.info("worker %s started", self.id)
-        heartbeat = asyncio.create_task(self._heartbeat(), name="worker-heartbeat")
         try:
-            while not self._stopping.is_set():
-                claimed = await self._claim_batch()
-                if not claimed:
-                    await self._idle()
+            async with self._heartbeating():
+                try:
+                    while not self._stopping.is_set():
+                        claimed = await self._claim_batch()
+                        if not claimed:
+                            await self._idle()
+                finally:
+                    if self._tasks:
+                        await asyncio.gather(*self._tasks, return_exceptions=True)
         finally:
-            if self._tasks:
-                await asyncio.gather(*self._tasks, return_exceptions=True)
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
             await self.close()
             log.info("worker %s stopped", self.id)
 
@@ -142,14 +143,15 @@ class Worker:
         """Deliver everything that is due now, then return (for `posthorn send` and tests)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
-        while loop.time() < deadline:
-            claimed = await self._claim_batch()
-            if not claimed and not self._tasks:
-                break
-            if not claimed:
-                await asyncio.sleep(0.01)
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        async with self._heartbeating():
+            while loop.time() < deadline:
+                claimed = await self._claim_batch()
+                if not claimed and not self._tasks:
+                    break
+                if not claimed:
+                    await asyncio.sleep(0.01)
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def close(self) -> None:
         """Commit the last results and close the outgoing connections."""
@@ -379,16 +381,44 @@ class Worker:
             suppress_reason="bounce" if isinstance(result, HardFail) and result.suppress else None,
         )
 
+    @contextlib.asynccontextmanager
+    async def _heartbeating(self) -> AsyncIterator[None]:
+        """Renew in-flight leases for as long as the block runs (sends included)."""
+        heartbeat = asyncio.create_task(self._heartbeat(), name="worker-heartbeat")
+        try:
+            yield
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+
     async def _heartbeat(self) -> None:
-        interval = max(self._lease.total_seconds() / 3, 1.0)
+        # A third of a lease between renewals leaves room for two more tries before a lease
+        # runs out; a failed one (e.g. the database briefly unreachable) is retried sooner.
+        interval = self._lease.total_seconds() / 3
+        retry = min(interval, 1.0)
+        wait = interval
         while True:
-            await asyncio.sleep(interval)
-            if not self._in_flight:
+            await asyncio.sleep(wait)
+            held = list(self._in_flight.items())
+            if not held:
+                wait = interval
                 continue
             try:
                 async with self._db.write() as conn:
-                    await queue.extend_leases(
-                        conn, list(self._in_flight.items()), utcnow() + self._lease
-                    )
+                    renewed = await queue.extend_leases(conn, held, utcnow() + self._lease)
             except Exception:
                 log.exception("worker %s: lease heartbeat failed", self.id)
+                wait = retry
+                continue
+            wait = interval
+            # Still in flight but not renewed: another worker took it over after this one
+            # stalled past a lease, and this one's result will be dropped.
+            kept = set(renewed)
+            lost = [i for i, token in held if i not in kept and self._in_flight.get(i) == token]
+            if lost:
+                log.warning(
+                    "worker %s: leases on deliveries %s were lost",
+                    self.id,
+                    ", ".join(map(str, lost)),
+                )

@@ -7,6 +7,14 @@ over) cannot overwrite the newer state. On PostgreSQL the claim skips rows that 
 worker is claiming at the same moment (``FOR UPDATE SKIP LOCKED``); SQLite has one writer at a
 time (``BEGIN IMMEDIATE``), which serialises claims by itself.
 
+Leases are short (``worker_lease_seconds``, 30 s by default) and renewed by their holder's
+heartbeat (:func:`extend_leases`) every third of a lease while the send is in flight, so a
+slow SMTP transaction keeps its deliveries for as long as its worker lives, and a crashed
+worker's come due again within one lease, with no record of which workers are alive. A
+renewal, like a result, touches a row only while its token still matches: a worker that lost
+a lease can neither take it back nor record over the new holder. Lease times are the workers'
+clocks, so hosts sharing a queue must agree on the time to well within a lease.
+
 Deliveries that can share one SMTP transaction (same email, the email's own message, same
 recipient domain) are claimed together: :func:`claim_companions` adds the due ones a claim
 left behind, under the same lease token, so they are leased, extended and recorded exactly
@@ -21,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from posthorn.domain.statuses import aggregate
@@ -211,18 +219,23 @@ async def load_personal_messages(
 
 async def extend_leases(
     conn: AsyncConnection, ids_and_tokens: Sequence[tuple[int, str]], lease_until: datetime
-) -> None:
-    """Heartbeat: keep in-flight deliveries leased while a slow send is still running."""
+) -> list[int]:
+    """Heartbeat: keep in-flight deliveries leased until ``lease_until``; the ids of those
+    whose lease was still held (the others were taken over, or their result recorded)."""
     if not ids_and_tokens:
-        return
-    await conn.execute(
+        return []
+    held = list(ids_and_tokens)
+    result = await conn.execute(
         update(deliveries)
         .where(
-            deliveries.c.id == bindparam("b_id"), deliveries.c.lease_token == bindparam("b_token")
+            # The id list alone picks the rows by primary key; the pairs keep the held ones.
+            deliveries.c.id.in_([delivery_id for delivery_id, _ in held]),
+            tuple_(deliveries.c.id, deliveries.c.lease_token).in_(held),
         )
-        .values(next_attempt_at=lease_until),
-        [{"b_id": i, "b_token": t} for i, t in ids_and_tokens],
+        .values(next_attempt_at=lease_until)
+        .returning(deliveries.c.id)
     )
+    return sorted(int(delivery_id) for delivery_id in result.scalars())
 
 
 async def record_outcomes(conn: AsyncConnection, outcomes: Sequence[RecordedOutcome]) -> list[bool]:
