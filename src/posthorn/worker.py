@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -41,7 +41,7 @@ from posthorn.domain.results import (
     SoftFail,
 )
 from posthorn.services.relays import Relays
-from posthorn.services.routing import Deliverer, Routes
+from posthorn.services.routing import Deliverer, DelivererFactory, Routes
 from posthorn.settings import Settings
 from posthorn.store import queue, suppressions
 from posthorn.store.database import Database
@@ -95,7 +95,7 @@ class Worker:
         signer: Signer,
         *,
         relays: Relays | None = None,
-        make_deliverer: Callable[[Settings], Deliverer] | None = None,
+        make_deliverer: DelivererFactory | None = None,
     ) -> None:
         self._db = db
         self._settings = settings
