@@ -158,6 +158,13 @@ class Settings(BaseSettings):
         default_factory=list,
         description="IPs/CIDRs of reverse proxies whose X-Forwarded-For is believed.",
     )
+    metrics_token: str = Field(
+        "",
+        description="Bearer token that opens `/metrics` to clients on other hosts "
+        "(`Authorization: Bearer <token>`). Clients on loopback that did not come through a "
+        "proxy (no X-Forwarded-For, X-Real-IP or Forwarded header) need none; without a token, "
+        "nobody else is served (403).",
+    )
 
     # SMTP submission
     smtp_auth_failure_limit: int = Field(
