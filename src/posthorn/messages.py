@@ -344,6 +344,29 @@ CATALOG: dict[str, dict[str, str]] = {
         "en": "The webhook is disabled; enable it first",
         "vi": "Webhook đang bị tắt; hãy bật lại trước",
     },
+    # Relays
+    "relay_host_unresolvable": {
+        "en": "{field}: the host {host} does not resolve to any address",
+        "vi": "{field}: tên máy {host} không phân giải ra địa chỉ nào",
+    },
+    "relay_host_refused": {
+        "en": "{field}: {host} resolves to {address}, a {problem} address; "
+        "relays only go to public addresses",
+        "vi": "{field}: {host} trỏ tới {address}, một địa chỉ {problem}; "
+        "relay chỉ được trỏ tới địa chỉ công khai",
+    },
+    "field_null": {"en": "{field}: must not be null", "vi": "{field}: không được để null"},
+    # Operations
+    "metrics_token_required": {
+        "en": "/metrics needs the metrics bearer token (Authorization: Bearer …) from another host",
+        "vi": "/metrics cần bearer token của metrics (Authorization: Bearer …) khi gọi từ máy khác",
+    },
+    "metrics_local_only": {
+        "en": "/metrics is served only to clients on this machine; "
+        "set POSTHORN_METRICS_TOKEN to open it to others",
+        "vi": "/metrics chỉ phục vụ client trên chính máy này; "
+        "đặt POSTHORN_METRICS_TOKEN để mở cho máy khác",
+    },
     # Lists, contacts, bulk jobs, the v2 form API
     "variables_invalid": {
         "en": "{field}: an object of at most {limit} variables (8 KB) is expected",

@@ -74,7 +74,18 @@ class Settings(BaseSettings):
         False, description="Allow delivery to loopback/private addresses (tests only)."
     )
     relay_url: str | None = Field(
-        None, description="smtp://user:pass@host:587 (or smtps://); all mail goes through it."
+        None,
+        description="smtp://user:pass@host:587 (or smtps://); all mail goes through it. Set by "
+        "the operator, so trusted: it may point at loopback or a private network (a local "
+        "Postfix) without RELAY_ALLOW_PRIVATE.",
+    )
+    relay_allow_private: bool = Field(
+        False,
+        description="Allow an account's relays (`/v1/relays`) on loopback, private or "
+        "link-local addresses: for tests, or a deployment whose accounts relay inside its "
+        "network. Checked when a relay is saved and again on the address connected to. Cloud "
+        "metadata addresses (169.254.169.254, fd00:ec2::254 and the like) are refused even "
+        "then.",
     )
     relay_tls_verify: bool = Field(
         True, description="Check the relay's TLS certificate (turn off only for a test relay)."
@@ -151,6 +162,13 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="IPs/CIDRs of reverse proxies whose X-Forwarded-For is believed.",
+    )
+    metrics_token: str = Field(
+        "",
+        description="Bearer token that opens `/metrics` to clients on other hosts "
+        "(`Authorization: Bearer <token>`). Clients on loopback that did not come through a "
+        "proxy (no X-Forwarded-For, X-Real-IP or Forwarded header) need none; without a token, "
+        "nobody else is served (403).",
     )
 
     # SMTP submission

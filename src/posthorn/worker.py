@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -43,7 +43,7 @@ from posthorn.domain.results import (
     SoftFail,
 )
 from posthorn.services.relays import Relays
-from posthorn.services.routing import Deliverer, Routes
+from posthorn.services.routing import Deliverer, DelivererFactory, Routes
 from posthorn.settings import Settings
 from posthorn.store import queue, suppressions
 from posthorn.store.database import Database
@@ -97,7 +97,7 @@ class Worker:
         signer: Signer,
         *,
         relays: Relays | None = None,
-        make_deliverer: Callable[[Settings], Deliverer] | None = None,
+        make_deliverer: DelivererFactory | None = None,
     ) -> None:
         self._db = db
         self._settings = settings

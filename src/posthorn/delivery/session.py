@@ -11,7 +11,9 @@ for a remote problem.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import socket
 import ssl
 import time
 from dataclasses import dataclass, fields, replace
@@ -116,16 +118,26 @@ class SmtpSession:
             + (" with implicit TLS" if implicit else "")
         )
         client = aiosmtplib.SMTP(
-            hostname=peer.address,
-            port=peer.port,
             local_hostname=helo_name,
             timeout=timeouts.command,
             use_tls=implicit,
             start_tls=False,
             tls_context=tls.context if implicit else None,
         )
+        sock: socket.socket | None = None
         try:
-            greeting = await client.connect(timeout=timeouts.connect)
+            if implicit and tls.server_name not in (None, peer.address):
+                # aiosmtplib takes the address to connect to and the name the certificate must
+                # carry (and SNI) from one ``hostname``; the address here is the one the caller
+                # checked (an account's relay), the name the relay's.
+                sock = await _connect_socket(peer.address, peer.port, timeouts.connect)
+                greeting = await client.connect(
+                    hostname=tls.server_name, sock=sock, timeout=timeouts.connect
+                )
+            else:
+                greeting = await client.connect(
+                    hostname=peer.address, port=peer.port, timeout=timeouts.connect
+                )
         except aiosmtplib.SMTPConnectResponseError as exc:
             transcript.reply(exc.code, exc.message)
             reply = SMTPResponse(exc.code, exc.message)
@@ -133,6 +145,8 @@ class SmtpSession:
             raise StepFailed(result, next_host=True) from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
             client.close()
+            if sock is not None:
+                sock.close()
             if implicit and is_tls_error(exc):
                 raise TlsFailed(peer, f"TLS handshake failed: {describe(exc)}") from exc
             reason = f"connection to {peer.host} [{peer.address}]:{peer.port} failed: "
@@ -385,3 +399,17 @@ class SmtpSession:
         if protocol is None:
             raise aiosmtplib.SMTPServerDisconnected("not connected")
         return protocol
+
+
+async def _connect_socket(address: str, port: int, within: float) -> socket.socket:
+    """A non-blocking TCP socket connected to ``address`` (an IP), within ``within`` seconds."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        async with asyncio.timeout(within):
+            await asyncio.get_running_loop().sock_connect(sock, (address, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock

@@ -5,8 +5,14 @@ MAIL FROM, an RCPT TO each, one DATA (:mod:`posthorn.delivery.transaction`). Dir
 like RFC 5321 §5.1: resolve the recipients' domain, then try its hosts in order until each
 recipient's message is taken or refused for good. How much TLS each host must offer is
 the recipient domain's entry in ``TLS_POLICY`` (:mod:`posthorn.domain.tls_policy`). Relay mode
-(``RELAY_URL``) hands every message to one upstream server instead. Both reuse connections
-through a :class:`~posthorn.delivery.pool.ConnectionPool`.
+(``RELAY_URL``, or an account's relay) hands every message to one upstream server instead. Both
+reuse connections through a :class:`~posthorn.delivery.pool.ConnectionPool`.
+
+The operator's ``RELAY_URL`` is trusted: it may be a Postfix on loopback. An account's relay
+is not: its host is resolved here and every address must pass the SSRF rule
+(``domain/ssrf.py``; ``RELAY_ALLOW_PRIVATE`` widens it, never to cloud metadata), and the
+connection goes to the address checked, so a DNS answer that changed since the relay was
+saved (DNS rebinding) cannot move it.
 
 Remote problems (DNS, refused connections, timeouts, TLS, 4xx/5xx) come back as results;
 only local bugs raise.
@@ -31,6 +37,7 @@ from posthorn.delivery.envelope import (
     OutgoingMessage,
     prepare_batch,
 )
+from posthorn.delivery.hosts import DnsHostResolver
 from posthorn.delivery.mx import DnsFailure, MxResolver, to_a_label
 from posthorn.delivery.peer import Peer, StepFailed, TlsFailed, seen_by
 from posthorn.delivery.pool import ConnectionPool, Lease, PoolTimeout
@@ -38,6 +45,7 @@ from posthorn.delivery.session import SmtpSession, SmtpTimeouts
 from posthorn.delivery.tls import TlsPolicy, opportunistic_tls_context
 from posthorn.delivery.transcript import Transcript
 from posthorn.domain.results import Attempt, Delivered, DeliveryResult, HardFail, SoftFail
+from posthorn.domain.ssrf import first_refused
 from posthorn.domain.tls_policy import TlsLevel, normalise_table, policy_for, requires_tls
 from posthorn.settings import Settings
 
@@ -60,16 +68,20 @@ PoolKey = tuple[str, int]
 
 @dataclass(frozen=True, slots=True)
 class RelayConfig:
-    """``smtp://user:pass@host:port`` (STARTTLS when offered) or ``smtps://…`` (implicit TLS)."""
+    """``smtp://user:pass@host:port`` (STARTTLS when offered) or ``smtps://…`` (implicit TLS).
+
+    ``checked``: an account's relay, whose addresses must pass the SSRF rule when connecting;
+    the operator's ``RELAY_URL`` is not checked."""
 
     host: str
     port: int
     implicit_tls: bool
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    checked: bool = False
 
     @classmethod
-    def from_url(cls, url: str) -> RelayConfig:
+    def from_url(cls, url: str, *, checked: bool = False) -> RelayConfig:
         """Parse the relay URL; user and password are URL-encoded. Raises ValueError."""
         parts = urlsplit(url)
         if parts.scheme not in ("smtp", "smtps"):
@@ -81,7 +93,7 @@ class RelayConfig:
         port = parts.port or (465 if implicit else 587)
         username = unquote(parts.username) if parts.username else None
         password = unquote(parts.password or "") if username is not None else None
-        return cls(parts.hostname, port, implicit, username, password)
+        return cls(parts.hostname, port, implicit, username, password, checked=checked)
 
     @property
     def credentials(self) -> tuple[str, str] | None:
@@ -140,7 +152,11 @@ class SmtpDeliverer:
     """
 
     def __init__(
-        self, settings: Settings, *, relay_tls_context: ssl.SSLContext | None = None
+        self,
+        settings: Settings,
+        *,
+        relay: RelayConfig | None = None,
+        relay_tls_context: ssl.SSLContext | None = None,
     ) -> None:
         if not settings.hostname or any(char.isspace() for char in settings.hostname):
             # RFC 5321 §4.1.1.1: EHLO takes one domain name (or address literal).
@@ -148,8 +164,16 @@ class SmtpDeliverer:
         self._helo_name = settings.hostname
         self._mx_port = settings.mx_port
         self._timeouts = SmtpTimeouts.scaled(settings.smtp_timeout_scale)
-        self._relay = RelayConfig.from_url(settings.relay_url) if settings.relay_url else None
-        self._resolver = MxResolver(settings) if self._relay is None else None
+        if relay is None and settings.relay_url:
+            relay = RelayConfig.from_url(settings.relay_url)
+        self._relay = relay
+        self._resolver = MxResolver(settings) if relay is None else None
+        # Answers kept for their TTL: the connection goes to the address checked, whatever
+        # the DNS says later.
+        self._relay_hosts = (
+            DnsHostResolver(settings, cache=True) if relay is not None and relay.checked else None
+        )
+        self._relay_allow_private = settings.relay_allow_private
         self._opportunistic = opportunistic_tls_context()
         self._relay_tls = relay_tls_context or _relay_context(settings) or self._opportunistic
         self._tls_policies = _policy_table(settings.tls_policy)
@@ -239,11 +263,22 @@ class SmtpDeliverer:
             for address in destination.addresses
         ][:MAX_ADDRESSES]
         assert targets, "a Route always has an address"
+        return await self._try_targets(targets, message, transcript, via_relay=False)
+
+    async def _try_targets(
+        self,
+        targets: list[_Target],
+        message: OutgoingMessage,
+        transcript: Transcript,
+        *,
+        via_relay: bool,
+    ) -> list[DeliveryResult]:
+        """Each target in turn, for the recipients whose outcome another might better."""
         results: list[DeliveryResult | None] = [None] * len(message.recipients)
         pending = list(range(len(message.recipients)))
         for target in targets:
             outcomes = await self._attempt(
-                target, message.only(pending), transcript, via_relay=False
+                target, message.only(pending), transcript, via_relay=via_relay
             )
             still: list[int] = []
             for position, outcome in zip(pending, outcomes, strict=True):
@@ -275,21 +310,62 @@ class SmtpDeliverer:
         self, relay: RelayConfig, message: OutgoingMessage, transcript: Transcript
     ) -> list[DeliveryResult]:
         credentials = relay.credentials
-        target = _Target(
-            host=relay.host,
-            address=relay.host,
-            port=relay.port,
-            tls=TlsPolicy(
-                self._relay_tls,
-                implicit=relay.implicit_tls,
-                # RFC 4954 §4: no password in clear; a relay on this machine is exempt.
-                required=credentials is not None and not relay.is_loopback,
-                server_name=relay.host,
-            ),
-            credentials=credentials,
+        tls = TlsPolicy(
+            self._relay_tls,
+            implicit=relay.implicit_tls,
+            # RFC 4954 §4: no password in clear; a relay on this machine is exempt.
+            required=credentials is not None and not relay.is_loopback,
+            server_name=relay.host,
         )
-        outcomes = await self._attempt(target, message, transcript, via_relay=True)
-        return [outcome.result for outcome in outcomes]
+        if self._relay_hosts is None:
+            addresses = [relay.host]  # the operator's: resolved by the system when connecting
+        else:
+            checked = await self._checked_addresses(relay, self._relay_hosts, transcript)
+            if isinstance(checked, SoftFail):
+                return [seen_by(checked, transcript, r) for r in message.recipients]
+            addresses = checked
+        targets = [
+            _Target(
+                host=relay.host, address=address, port=relay.port, tls=tls, credentials=credentials
+            )
+            for address in addresses[:MAX_ADDRESSES]
+        ]
+        return await self._try_targets(targets, message, transcript, via_relay=True)
+
+    async def _checked_addresses(
+        self, relay: RelayConfig, hosts: DnsHostResolver, transcript: Transcript
+    ) -> list[str] | SoftFail:
+        """The addresses of an account's relay host, every one allowed; else why not.
+
+        A refusal is temporary: the account may correct its relay, and nothing it queued is
+        lost meanwhile."""
+        addresses = await hosts.addresses(relay.host)
+        refused = first_refused(addresses, allow_private=self._relay_allow_private)
+        if addresses and refused is None:
+            return addresses
+        if not addresses:
+            # RFC 3463 X.4.3: directory server failure.
+            code, reason = "4.4.3", f"cannot resolve the relay host {relay.host}"
+        else:
+            address, problem = refused or ("", "")
+            # RFC 3463 X.4.4: unable to route.
+            code = "4.4.4"
+            reason = (
+                f"refused: the relay host {relay.host} resolves to {address}, a {problem} "
+                "address; relays only go to public addresses"
+            )
+            logger.warning(
+                "relay refused",
+                extra={"action": "relay_refused", "remote_host": relay.host, "address": address},
+            )
+        transcript.note(reason)
+        attempt = Attempt(
+            remote_host=relay.host,
+            enhanced_code=code,
+            message=reason,
+            transcript=transcript.lines(),
+        )
+        return SoftFail(attempt, reason=reason)
 
     # One server address.
 

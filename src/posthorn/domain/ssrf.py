@@ -1,10 +1,16 @@
-"""Which webhook URLs and addresses Posthorn may send to (server-side request forgery).
+"""Which webhook URLs, relay hosts and addresses Posthorn may connect to (server-side request
+forgery).
 
-A webhook URL is chosen by the account, so without a check anyone could make the server POST
-into its own network: the loopback interface, a private LAN, a cloud metadata service at
-169.254.169.254. A URL must be http(s) with a host, and every address its host resolves to
-must be public. The check runs when the URL is saved and again on the address actually
-connected to at send time, since DNS may answer differently by then (DNS rebinding).
+A webhook URL or an account's relay host is chosen by the account, so without a check anyone
+could make the server connect into its own network: the loopback interface, a private LAN, a
+cloud metadata service at 169.254.169.254. A URL must be http(s) with a host, and every address
+a host resolves to must be public. The check runs when the URL or relay is saved and again on
+the address actually connected to at send time, since DNS may answer differently by then (DNS
+rebinding).
+
+An operator may allow private addresses (a relay inside their own network, a test sink), but
+never the cloud metadata services: they hand out the instance's credentials to whoever asks
+from inside it, and no mail relay or webhook receiver lives there.
 
 Pure: resolving the host is the caller's business.
 """
@@ -26,6 +32,27 @@ CGNAT = ipaddress.ip_network("100.64.0.0/10")
 # RFC 6052 §2.1 well-known NAT64 prefix and RFC 8215 local-use prefix: the IPv4 address is
 # the last 32 bits, and a NAT64 gateway would connect to it.
 NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+# Instance metadata and platform endpoints of the public clouds, refused even where private
+# addresses are allowed. 169.254.169.254: AWS, GCP, Azure, OpenStack, Oracle, DigitalOcean and
+# most others; fd00:ec2::254: AWS IMDS over IPv6; 169.254.170.2: AWS ECS task credentials;
+# 169.254.170.23 and fd00:ec2::23: AWS EKS Pod Identity; 100.100.100.200: Alibaba Cloud;
+# 169.254.0.23: Tencent Cloud; 168.63.129.16: Azure's WireServer; 192.0.0.192: Oracle Cloud
+# Classic.
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(text)
+    for text in (
+        "169.254.169.254",
+        "fd00:ec2::254",
+        "169.254.170.2",
+        "169.254.170.23",
+        "fd00:ec2::23",
+        "100.100.100.200",
+        "169.254.0.23",
+        "168.63.129.16",
+        "192.0.0.192",
+    )
+)
+METADATA = "cloud metadata"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,22 +101,37 @@ def literal_ip(host: str) -> IPAddress | None:
         return None
 
 
-def address_problem(address: str | IPAddress) -> str | None:
-    """Why a webhook must not go to this address, or None when it may."""
+def _embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries: ::ffff:127.0.0.1 is loopback (RFC 4291
+    §2.5.5.2), so are the 6to4 (RFC 3056) and NAT64 (RFC 6052) forms of it."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return None
+    embedded = ip.ipv4_mapped or ip.sixtofour
+    if embedded is None and any(ip in net for net in NAT64):
+        embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return embedded
+
+
+def is_metadata(ip: IPAddress) -> bool:
+    """Whether ``ip`` is a cloud metadata endpoint, or an IPv6 form of one."""
+    embedded = _embedded_ipv4(ip)
+    return ip in METADATA_ADDRESSES or (embedded is not None and embedded in METADATA_ADDRESSES)
+
+
+def address_problem(address: str | IPAddress, *, allow_private: bool = False) -> str | None:
+    """Why nothing may connect to this address, or None when it may. With ``allow_private``
+    only the cloud metadata endpoints are refused."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return "not an IP address"
-    if isinstance(ip, ipaddress.IPv6Address):
-        # Addresses that carry an IPv4 address are judged by it: ::ffff:127.0.0.1 is loopback
-        # (RFC 4291 §2.5.5.2), so are 6to4 (RFC 3056) and NAT64 (RFC 6052) forms of it.
-        embedded = ip.ipv4_mapped or ip.sixtofour
-        if embedded is None and any(ip in net for net in NAT64):
-            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-        if embedded is not None:
-            problem = address_problem(embedded)
-            if problem is not None:
-                return problem
+    if allow_private:
+        return METADATA if is_metadata(ip) else None
+    embedded = _embedded_ipv4(ip)
+    if embedded is not None:
+        problem = address_problem(embedded)
+        if problem is not None:
+            return problem
     checks = (
         (ip.is_unspecified, "unspecified"),
         (ip.is_loopback, "loopback"),
@@ -103,16 +145,19 @@ def address_problem(address: str | IPAddress) -> str | None:
     for failed, problem in checks:
         if failed:
             return problem
-    return None
+    # Public, as far as the address ranges go; 168.63.129.16 is one such.
+    return METADATA if is_metadata(ip) else None
 
 
-def first_refused(addresses: Iterable[str | IPAddress]) -> tuple[str, str] | None:
-    """The first address that must not be used, with why; None when every one is public.
+def first_refused(
+    addresses: Iterable[str | IPAddress], *, allow_private: bool = False
+) -> tuple[str, str] | None:
+    """The first address that must not be used, with why; None when every one may be.
 
     A host is refused when *any* of its addresses is: the connection could go to any of
     them, and a public address beside a private one is the usual shape of an attack."""
     for address in addresses:
-        problem = address_problem(address)
+        problem = address_problem(address, allow_private=allow_private)
         if problem is not None:
             return str(address), problem
     return None

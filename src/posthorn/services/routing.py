@@ -1,14 +1,15 @@
 """Which way a delivery leaves: the account's default relay, the configured global relay, or
 straight to the recipient's MX hosts. One transport per route, each with its own connection
-pool; an account's choice is looked up at most every 30 seconds."""
+pool; an account's choice is looked up at most every 30 seconds. An account's relay is built
+``checked``: the transport connects only to addresses that pass the SSRF rule."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Protocol
 
 from posthorn.delivery.envelope import Batch, Envelope
+from posthorn.delivery.transport import RelayConfig
 from posthorn.domain.results import DeliveryResult
 from posthorn.services.relays import Relays
 from posthorn.settings import Settings
@@ -27,6 +28,13 @@ class Deliverer(Protocol):
     async def aclose(self) -> None: ...
 
 
+class DelivererFactory(Protocol):
+    """Builds a transport; with ``relay``, one that sends everything through it
+    (``SmtpDeliverer``)."""
+
+    def __call__(self, settings: Settings, /, *, relay: RelayConfig | None = None) -> Deliverer: ...
+
+
 class Routes:
     def __init__(
         self,
@@ -34,7 +42,7 @@ class Routes:
         default: Deliverer,
         relays: Relays | None = None,
         *,
-        make: Callable[[Settings], Deliverer] | None = None,
+        make: DelivererFactory | None = None,
     ) -> None:
         self._settings = settings
         self._default = default
@@ -56,7 +64,8 @@ class Routes:
         if url is None:
             return self._default
         if url not in self._by_url:
-            self._by_url[url] = self._make(self._settings.model_copy(update={"relay_url": url}))
+            relay = RelayConfig.from_url(url, checked=True)
+            self._by_url[url] = self._make(self._settings, relay=relay)
         return self._by_url[url]
 
     async def aclose(self) -> None:
