@@ -152,7 +152,9 @@ class Settings(BaseSettings):
     smtp_auth_failure_limit: int = Field(
         10,
         description="Failed SMTP AUTH attempts per client IP (IPv6: per /64) within "
-        "SMTP_AUTH_FAILURE_WINDOW before the server answers 421 and disconnects; 0 = no limit.",
+        "SMTP_AUTH_FAILURE_WINDOW before the server answers 421 and disconnects; counted for "
+        "the whole deployment (in the database, shared by every process); checks of one client "
+        "in flight count too, and wait rather than fail; 0 = no limit.",
     )
     smtp_auth_failure_window: int = Field(
         60, description="Seconds over which failed SMTP AUTH attempts are counted."
@@ -185,7 +187,8 @@ class Settings(BaseSettings):
         ge=0,
         description="Failed logins at POST /api/1.0/auth/token per client IP (IPv6: per /64; "
         "behind TRUSTED_PROXIES, the forwarded address) within LOGIN_FAILURE_WINDOW before "
-        "it answers 429 without checking the password; counted per web process; 0 = no limit.",
+        "it answers 429 without checking the password; counted for the whole deployment (in "
+        "the database, shared by every process); 0 = no limit.",
     )
     login_failure_window: int = Field(
         300, gt=0, description="Seconds over which failed BizMail logins are counted."

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, AnyStr, cast
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Session
 
+from posthorn.errors import LimitExceeded
 from posthorn.smtp import construction, replies
 from posthorn.smtp.auth import Credential, Refused, loggable_user, parse_plain
 from posthorn.smtp.data import DataReader, Problem
@@ -265,8 +266,10 @@ class SubmissionSMTP(SMTP):
         )
 
     async def _throttled(self) -> bool:
+        # An early answer, without I/O, for a network this process refused lately; _check
+        # asks the shared count.
         ip = self.client_ip
-        if not self.submission.throttle.blocked(ip, self.loop.time()):
+        if not self.submission.throttle.known_blocked(ip):
             return False
         await self._refuse_throttled(ip)
         return True
@@ -283,13 +286,14 @@ class SubmissionSMTP(SMTP):
 
     async def _check(self, user: str, password: str) -> AuthResult:
         ip = self.client_ip
-        # Counted as a failure before the check and taken back if it succeeds, so sessions
-        # guessing in parallel cannot together get past the limit.
-        charged_at = self.loop.time()
-        if self.submission.throttle.charge(ip, charged_at) > 0:
+        try:
+            async with self.submission.throttle.attempt(ip) as attempt:
+                result = await self.submission.authenticator.check(user, password, client_ip=ip)
+                if isinstance(result, Refused):
+                    attempt.failed()
+        except LimitExceeded:
             await self._refuse_throttled(ip)
             return AuthResult(success=False, handled=True)
-        result = await self.submission.authenticator.check(user, password, client_ip=ip)
         if isinstance(result, Refused):
             log.warning(
                 "smtp auth failed user=%s peer=%s reason=%s",
@@ -299,7 +303,6 @@ class SubmissionSMTP(SMTP):
                 extra={"action": "smtp_auth_failed", "peer": ip, "reason": result.reason},
             )
             return AuthResult(success=False, handled=False, message=result.reply)
-        self.submission.throttle.refund(ip, charged_at)
         log.info(
             "smtp auth ok user=%s account=%s peer=%s",
             loggable_user(result.login),

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
-from posthorn.domain.throttle import FailureThrottle
 from posthorn.services.container import Services
+from posthorn.services.login_throttle import LoginThrottle
 from posthorn.settings import Settings
 from posthorn.smtp.auth import Authenticator
 from posthorn.smtp.handler import SubmissionHandler, Submit
@@ -33,6 +33,7 @@ RECEIVED_ALLOWANCE = 1024
 MAX_SESSIONS = 2000  # open sessions per process; more are told 421 and closed
 SHUTDOWN_GRACE = 30.0  # seconds for submissions in the intake to finish on stop
 CLOSE_WAIT = 5.0  # seconds for closed sessions and listeners to wind down
+THROTTLE_SCOPE = "smtp"  # failed AUTH attempts in the shared count of failed logins
 
 
 class Sessions:
@@ -83,7 +84,7 @@ class Submission:
     services: Services
     handler: SubmissionHandler
     authenticator: Authenticator
-    throttle: FailureThrottle
+    throttle: LoginThrottle
     sessions: Sessions
     tls_context: ssl.SSLContext
     size_limit: int  # advertised with SIZE (RFC 1870) and enforced on DATA
@@ -100,8 +101,11 @@ def build_submission(
         services=services,
         handler=SubmissionHandler(settings, services, submit),
         authenticator=Authenticator(settings, services),
-        throttle=FailureThrottle(
-            limit=settings.smtp_auth_failure_limit, window=settings.smtp_auth_failure_window
+        throttle=LoginThrottle(
+            services.db,
+            scope=THROTTLE_SCOPE,
+            limit=settings.smtp_auth_failure_limit,
+            window=settings.smtp_auth_failure_window,
         ),
         sessions=Sessions(),
         tls_context=server_context(settings),
