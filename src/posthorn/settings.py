@@ -59,6 +59,20 @@ class Settings(BaseSettings):
     )
     smtp_auth_require_tls: bool = Field(True, description="Offer AUTH only after TLS.")
     inbound_port: int = Field(2526, description="Port for bounce and complaint intake.")
+    inbound_max_connections_per_client: int = Field(
+        100,
+        ge=1,
+        description="Open connections to INBOUND_PORT per client IP (IPv6: per /64); one more "
+        "is answered 421 and closed.",
+    )
+    inbound_greeting_delay: float = Field(
+        1.0,
+        ge=0,
+        le=30,
+        description="Seconds the inbound listener waits before its 220 greeting; a client "
+        "that talks first (RFC 5321 section 3.1) is answered 554 and closed. Mail servers "
+        "wait minutes for a greeting; spam tools do not.",
+    )
     tls_cert: Path | None = Field(None, description="PEM certificate for SMTP TLS.")
     tls_key: Path | None = Field(None, description="PEM private key for SMTP TLS.")
     public_url: str = Field(
@@ -158,6 +172,30 @@ class Settings(BaseSettings):
     )
     smtp_auth_failure_window: int = Field(
         60, description="Seconds over which failed SMTP AUTH attempts are counted."
+    )
+    smtp_max_connections_per_client: int = Field(
+        100,
+        ge=1,
+        description="Open SMTP submission connections per client IP (IPv6: per /64); one more "
+        "is answered 421 and closed. High enough for an application's connection pool. With "
+        "SMTP_WORKERS > 1 each session process allows its share (this divided by their number, "
+        "rounded up).",
+    )
+    smtp_auth_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds an SMTP submission session has to authenticate (AUTH) after "
+        "connecting; then it is answered 421 and closed. Sessions from SMTP_TRUSTED_NETWORKS "
+        "are exempt.",
+    )
+    smtp_greeting_delay: float = Field(
+        0.0,
+        ge=0,
+        le=30,
+        description="Seconds the submission server waits before its 220 greeting. A client "
+        "that sends anything before the greeting (RFC 5321 section 3.1) is answered 554 and "
+        "closed whatever this is; a short delay (e.g. 1) is what catches clients that do not "
+        "wait, at that cost to every connection.",
     )
     smtp_trusted_networks: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

@@ -1,6 +1,8 @@
 """One SMTP session: aiosmtpd's protocol, with what a submission server needs changed.
 
-aiosmtpd parses commands and runs STARTTLS; this subclass changes four things:
+aiosmtpd parses commands and runs STARTTLS; the connection rules of ``guard.py`` apply
+(per-client cap, no commands before the greeting, time to authenticate); and this subclass
+changes four things:
 
 - AUTH PLAIN and LOGIN (RFC 4954) check credentials asynchronously through the services
   (aiosmtpd's ``authenticator`` is synchronous) and are throttled per client network;
@@ -29,6 +31,7 @@ from posthorn.errors import LimitExceeded
 from posthorn.smtp import construction, replies
 from posthorn.smtp.auth import Credential, Refused, loggable_user, parse_plain
 from posthorn.smtp.data import DataReader, Problem
+from posthorn.smtp.guard import GuardedSMTP
 
 if TYPE_CHECKING:
     from posthorn.smtp.server import Submission
@@ -62,7 +65,7 @@ class _Session(Session):
         self._login_data = value
 
 
-class SubmissionSMTP(SMTP):
+class SubmissionSMTP(GuardedSMTP):
     def __init__(
         self, submission: Submission, *, implicit_tls: bool, loop: asyncio.AbstractEventLoop
     ) -> None:
@@ -90,6 +93,7 @@ class SubmissionSMTP(SMTP):
                 auth_required=False,  # the handler refuses MAIL without a credential
                 **options,
             )
+        self.guard(submission.rules, settings.hostname)
         self.submission = submission
         self.implicit_tls = implicit_tls
         self.submitting = False  # inside the DATA hook: the intake has the message
@@ -150,6 +154,9 @@ class SubmissionSMTP(SMTP):
             self._trusted = self.submission.authenticator.trusted(self.client_ip)
             self._trusted_known = True
         return self._trusted
+
+    def authorised(self) -> bool:
+        return self.credential is not None
 
     def tls_description(self) -> str | None:
         """``using TLSv1.3 with cipher …`` for the Received field, or ``None`` without TLS."""
@@ -310,6 +317,7 @@ class SubmissionSMTP(SMTP):
             ip,
             extra={"action": "smtp_auth_ok", "peer": ip, "account_id": result.account_id},
         )
+        self.authentication_done()
         return AuthResult(success=True, auth_data=result)
 
     # ── DATA ────────────────────────────────────────────────────────────────────────────
