@@ -179,7 +179,7 @@ class Settings(BaseSettings):
         description="Open SMTP submission connections per client IP (IPv6: per /64); one more "
         "is answered 421 and closed. High enough for an application's connection pool. With "
         "SMTP_WORKERS > 1 each session process allows its share (this divided by their number, "
-        "rounded up).",
+        "rounded up). SMTP_TRUSTED_NETWORKS are not capped.",
     )
     smtp_auth_timeout: float = Field(
         30.0,

@@ -91,6 +91,20 @@ async def test_a_client_over_its_cap_is_told_421_while_its_connections_are_open(
         await client.close()
 
 
+async def test_trusted_networks_are_not_capped(start_smtp: Start, smtp_tenant: Tenant) -> None:
+    server = await start_smtp(
+        smtp_max_connections_per_client=2,
+        smtp_trusted_networks=["127.0.0.3/32"],
+        smtp_trusted_account=smtp_tenant.account_id,
+    )
+    relay = [await RawClient.connect(server.port, source="127.0.0.3") for _ in range(4)]
+    others = [await RawClient.connect(server.port) for _ in range(2)]
+    data, closed = await first_reply(server.port)
+    assert data.startswith(b"421 4.7.0") and closed, data
+    for client in relay + others:
+        await client.close()
+
+
 def test_each_session_process_allows_its_share_of_the_cap() -> None:
     assert client_share(100, 1) == 100
     assert client_share(100, 3) == 34  # together 102: the cap rounded up to the processes

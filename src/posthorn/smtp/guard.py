@@ -4,6 +4,7 @@ the inbound bounce listener both use them.
 - **Per-client cap**: at most ``cap`` open connections per client network (an IPv4 address,
   an IPv6 /64, as the login throttle counts them); one more is told 421 (RFC 5321 §3.8) and
   closed before a session starts, so one host cannot hold every slot of the listener.
+  Addresses the operator trusts (``SMTP_TRUSTED_NETWORKS``) are not capped.
 - **Commands before the greeting**: RFC 5321 §3.1 and §4.3.1 have the client wait for the
   220. A client that sends anything first (after an optional short delay, which is what makes
   the check see a client that does not wait) gets 554 instead of the greeting and is closed:
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -75,6 +77,9 @@ class Rules:
     slots: ClientSlots
     greeting_delay: float = 0.0  # seconds before the greeting, to see who does not wait
     auth_deadline: float | None = None  # seconds to authenticate; None: no AUTH here
+    # Addresses the cap does not apply to (SMTP_TRUSTED_NETWORKS: a local relay funnels every
+    # client of its own through one address).
+    uncapped: Callable[[str], bool] = lambda _: False
 
 
 class Busy(asyncio.Protocol):
@@ -90,7 +95,8 @@ class GuardedSMTP(SMTP):
     def guard(self, rules: Rules, hostname: str) -> None:
         self._rules = rules
         self._guard_hostname = hostname
-        self._slot: str | None = None
+        self._slot: str | None = None  # the client network, as the cap counts it
+        self._slot_free = False  # an uncapped address: nothing to give back
         self._refused = False
         self._greeting_sent = False
         self._talked_first = False
@@ -111,8 +117,11 @@ class GuardedSMTP(SMTP):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.transport is None:  # a new connection, not the switch to TLS
             peer = transport.get_extra_info("peername")
-            key = client_key(str(peer[0]) if isinstance(peer, tuple) and peer else "unknown")
-            if not self._rules.slots.take(key):
+            ip = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+            key = client_key(ip)
+            if self._rules.uncapped(ip):
+                self._slot_free = True
+            elif not self._rules.slots.take(key):
                 self._refused = True
                 log.warning(
                     "smtp connection refused: %d open from peer=%s",
@@ -132,9 +141,9 @@ class GuardedSMTP(SMTP):
     def connection_lost(self, error: Exception | None) -> None:
         if self._refused:
             return  # aiosmtpd never saw this connection
-        if self._slot is not None:
+        if self._slot is not None and not self._slot_free:
             self._rules.slots.give_back(self._slot)
-            self._slot = None
+        self._slot = None
         self.authentication_done()
         super().connection_lost(error)
 

@@ -98,11 +98,12 @@ def build_submission(
     size_limit = settings.max_message_bytes - RECEIVED_ALLOWANCE
     if size_limit <= 0:
         raise ValueError("POSTHORN_MAX_MESSAGE_BYTES is too small for SMTP submission")
+    authenticator = Authenticator(settings, services)
     return Submission(
         settings=settings,
         services=services,
         handler=SubmissionHandler(settings, services, submit),
-        authenticator=Authenticator(settings, services),
+        authenticator=authenticator,
         throttle=LoginThrottle(
             services.db,
             scope=THROTTLE_SCOPE,
@@ -114,6 +115,7 @@ def build_submission(
             slots=ClientSlots(client_share(settings.smtp_max_connections_per_client, processes)),
             greeting_delay=settings.smtp_greeting_delay,
             auth_deadline=settings.smtp_auth_timeout,
+            uncapped=lambda ip: authenticator.trusted(ip) is not None,
         ),
         tls_context=server_context(settings),
         size_limit=size_limit,
