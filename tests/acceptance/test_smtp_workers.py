@@ -221,7 +221,10 @@ async def test_the_per_client_cap_holds_across_the_session_processes(
     try:
         greetings = []
         for _ in range(10):
-            sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+            # Not from 127.0.0.1: that is a trusted network here, which is not capped.
+            sock = socket.create_connection(
+                ("127.0.0.1", port), timeout=30, source_address=("127.0.0.2", 0)
+            )
             sockets.append(sock)
             greetings.append(sock.recv(100)[:4])
     finally:
