@@ -49,6 +49,10 @@ CATALOG: dict[str, dict[str, str]] = {
             "headers: '{name}' có tên hoặc giá trị không hợp lệ (CR, LF, NUL hoặc tên không ASCII)"
         ),
     },
+    "message_malformed": {
+        "en": "message: malformed header ({detail})",
+        "vi": "message: phần header không hợp lệ ({detail})",
+    },
     "attachment_invalid": {
         "en": "attachments[{index}].content is not valid base64",
         "vi": "attachments[{index}].content không phải base64 hợp lệ",

@@ -59,6 +59,20 @@ class Settings(BaseSettings):
     )
     smtp_auth_require_tls: bool = Field(True, description="Offer AUTH only after TLS.")
     inbound_port: int = Field(2526, description="Port for bounce and complaint intake.")
+    inbound_max_connections_per_client: int = Field(
+        100,
+        ge=1,
+        description="Open connections to INBOUND_PORT per client IP (IPv6: per /64); one more "
+        "is answered 421 and closed.",
+    )
+    inbound_greeting_delay: float = Field(
+        1.0,
+        ge=0,
+        le=30,
+        description="Seconds the inbound listener waits before its 220 greeting; a client "
+        "that talks first (RFC 5321 section 3.1) is answered 554 and closed. Mail servers "
+        "wait minutes for a greeting; spam tools do not.",
+    )
     tls_cert: Path | None = Field(None, description="PEM certificate for SMTP TLS.")
     tls_key: Path | None = Field(None, description="PEM private key for SMTP TLS.")
     public_url: str = Field(
@@ -175,10 +189,36 @@ class Settings(BaseSettings):
     smtp_auth_failure_limit: int = Field(
         10,
         description="Failed SMTP AUTH attempts per client IP (IPv6: per /64) within "
-        "SMTP_AUTH_FAILURE_WINDOW before the server answers 421 and disconnects; 0 = no limit.",
+        "SMTP_AUTH_FAILURE_WINDOW before the server answers 421 and disconnects; counted for "
+        "the whole deployment (in the database, shared by every process); checks of one client "
+        "in flight count too, and wait rather than fail; 0 = no limit.",
     )
     smtp_auth_failure_window: int = Field(
         60, description="Seconds over which failed SMTP AUTH attempts are counted."
+    )
+    smtp_max_connections_per_client: int = Field(
+        100,
+        ge=1,
+        description="Open SMTP submission connections per client IP (IPv6: per /64); one more "
+        "is answered 421 and closed. High enough for an application's connection pool. With "
+        "SMTP_WORKERS > 1 each session process allows its share (this divided by their number, "
+        "rounded up). SMTP_TRUSTED_NETWORKS are not capped.",
+    )
+    smtp_auth_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds an SMTP submission session has to authenticate (AUTH) after "
+        "connecting; then it is answered 421 and closed. Sessions from SMTP_TRUSTED_NETWORKS "
+        "are exempt.",
+    )
+    smtp_greeting_delay: float = Field(
+        0.0,
+        ge=0,
+        le=30,
+        description="Seconds the submission server waits before its 220 greeting. A client "
+        "that sends anything before the greeting (RFC 5321 section 3.1) is answered 554 and "
+        "closed whatever this is; a short delay (e.g. 1) is what catches clients that do not "
+        "wait, at that cost to every connection.",
     )
     smtp_trusted_networks: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -208,7 +248,8 @@ class Settings(BaseSettings):
         ge=0,
         description="Failed logins at POST /api/1.0/auth/token per client IP (IPv6: per /64; "
         "behind TRUSTED_PROXIES, the forwarded address) within LOGIN_FAILURE_WINDOW before "
-        "it answers 429 without checking the password; counted per web process; 0 = no limit.",
+        "it answers 429 without checking the password; counted for the whole deployment (in "
+        "the database, shared by every process); 0 = no limit.",
     )
     login_failure_window: int = Field(
         300, gt=0, description="Seconds over which failed BizMail logins are counted."

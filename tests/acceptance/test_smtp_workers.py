@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import smtplib
+import socket
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ from posthorn.services.container import Services
 from posthorn.settings import Settings
 from posthorn.store.tables import emails
 from tests.conftest import free_port
+from tests.support.submission import authenticate
 
 QUEUED = re.compile(r"2\.0\.0 Ok: queued as ([0-9a-f-]{36})")
 MESSAGE = (
@@ -179,3 +181,56 @@ async def test_the_parent_stops_when_a_session_process_dies(
         for _ in range(100):  # the other one was stopped too (bounded wait)
             os.kill(second, 0)
             time.sleep(0.1)
+
+
+def wrong_login(port: int, n: int) -> int:
+    """One AUTH PLAIN with a wrong password on its own connection; the reply code."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        client.ehlo("client.test")
+        try:
+            return authenticate(client, "PLAIN", "ann@acme.test", f"guess {n}")[0]
+        except smtplib.SMTPServerDisconnected:
+            return 421
+
+
+async def test_failed_logins_are_counted_across_the_session_processes(
+    settings: Settings, account: dict[str, str]
+) -> None:
+    proc, port = start(
+        settings,
+        account["account_id"],
+        POSTHORN_SMTP_AUTH_FAILURE_LIMIT="3",
+        POSTHORN_SMTP_AUTH_REQUIRE_TLS="false",
+    )
+    try:
+        # One after the other, each on a new connection: the kernel spreads them over both
+        # session processes, which together allow three.
+        codes = [wrong_login(port, n) for n in range(10)]
+    finally:
+        assert stop(proc) == 0
+    assert codes == [535] * 3 + [421] * 7
+
+
+async def test_the_per_client_cap_holds_across_the_session_processes(
+    settings: Settings, account: dict[str, str]
+) -> None:
+    proc, port = start(
+        settings, account["account_id"], POSTHORN_SMTP_MAX_CONNECTIONS_PER_CLIENT="4"
+    )
+    sockets = []
+    try:
+        greetings = []
+        for _ in range(10):
+            # Not from 127.0.0.1: that is a trusted network here, which is not capped.
+            sock = socket.create_connection(
+                ("127.0.0.1", port), timeout=30, source_address=("127.0.0.2", 0)
+            )
+            sockets.append(sock)
+            greetings.append(sock.recv(100)[:4])
+    finally:
+        for sock in sockets:
+            sock.close()
+        assert stop(proc) == 0
+    greeted = greetings.count(b"220 ")
+    assert 2 <= greeted <= 4, greetings  # each process allows its half of the cap
+    assert greetings.count(b"421 ") == 10 - greeted

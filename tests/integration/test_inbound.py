@@ -32,7 +32,9 @@ class Inbound:
     """``run_inbound`` as a task in the test's loop; ``send`` talks to it with smtplib."""
 
     def __init__(self, settings: Settings, db: Database) -> None:
-        self.settings = settings.model_copy(update={"inbound_port": free_port()})
+        self.settings = settings.model_copy(
+            update={"inbound_port": free_port(), "inbound_greeting_delay": 0.0}
+        )
         self.port = self.settings.inbound_port
         self._db = db
         self._stop = asyncio.Event()

@@ -186,9 +186,14 @@ class RawClient:
         self.writer = writer
 
     @classmethod
-    async def connect(cls, port: int, *, implicit_tls: bool = False) -> RawClient:
+    async def connect(
+        cls, port: int, *, implicit_tls: bool = False, source: str = "127.0.0.1"
+    ) -> RawClient:
         reader, writer = await asyncio.open_connection(
-            "127.0.0.1", port, ssl=client_context() if implicit_tls else None
+            "127.0.0.1",
+            port,
+            ssl=client_context() if implicit_tls else None,
+            local_addr=(source, 0),
         )
         client = cls(reader, writer)
         await client.reply()  # the greeting

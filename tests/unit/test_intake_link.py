@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 import pytest
 
 from posthorn.domain.statuses import Status
-from posthorn.errors import LimitExceeded, PermissionDenied
+from posthorn.errors import InvalidRequest, LimitExceeded, PermissionDenied
+from posthorn.mime.dkim_canon import DkimError
 from posthorn.services.admission import Accepted
 from posthorn.services.intake import RawSubmission
 from posthorn.smtp.intake_link import IntakeLink, LinkClosed, serve_link
@@ -32,6 +33,8 @@ class StandInIntake:
             raise PermissionDenied("domain_not_verified", field="from", domain="x.test")
         if first == b"crash":
             raise ValueError("disk on fire")
+        if first == b"malformed":
+            raise DkimError("not a header field: b'malformed'")
         if first == b"slow":
             await self.release.wait()
         return Accepted(
@@ -89,6 +92,11 @@ async def test_refusals_keep_their_code_and_details(
     assert denied.value.field == "from" and "x.test" in str(denied.value)
     with pytest.raises(RuntimeError, match="disk on fire"):
         await link.submit_raw(submission(b"crash"))
+    # A header the intake cannot read is the message's fault: a refusal, not our failure,
+    # so the session answers 5xx in a session process as it does in one process.
+    with pytest.raises(InvalidRequest) as malformed:
+        await link.submit_raw(submission(b"malformed"))
+    assert malformed.value.code == "message_malformed" and malformed.value.field == "message"
     assert (await link.submit_raw(submission(b"ok"))).id  # the link still works
 
 

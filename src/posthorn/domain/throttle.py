@@ -1,4 +1,4 @@
-"""Throttling failed logins per client network: pure, the caller passes the time.
+"""Throttling failed logins per client network: the arithmetic, pure; the caller passes the time.
 
 Password guessing is cheap for the client and costs us an argon2 check each time. After
 ``limit`` failures within ``window`` seconds from one client network, further attempts are
@@ -10,15 +10,22 @@ round of guesses against other users.
 
 IPv4 clients are counted per address; IPv6 clients per /64, the usual allocation to one site
 (RFC 6177), since a single host can pick any address inside it.
+
+Failures are counted in buckets of ``window / BUCKETS`` seconds (whole seconds), so that every
+process of a deployment can share one count as a few small rows per client network in the
+database (``store/login_failures.py``). A failure counts from its bucket's start until
+``window`` seconds after that bucket's end: never for less than ``window`` seconds.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections import OrderedDict, deque
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 IPV6_PREFIX = 64
-DEFAULT_MAX_CLIENTS = 100_000  # networks remembered; the least recently failing are forgotten
+BUCKETS = 6  # buckets per window: a failure counts for at most 1/6 of a window too long
 
 
 def client_key(ip: str) -> str:
@@ -34,68 +41,47 @@ def client_key(ip: str) -> str:
     return str(address)
 
 
-class FailureThrottle:
-    """Failures per client network in a sliding window, in bounded memory."""
+@dataclass(frozen=True, slots=True)
+class FailureWindow:
+    """``limit`` failures per ``seconds``; a limit of 0 or less means no limit."""
 
-    def __init__(
-        self, *, limit: int, window: float, max_clients: int = DEFAULT_MAX_CLIENTS
-    ) -> None:
-        self._limit = limit
-        self._window = window
-        self._max_clients = max_clients
-        # Per network, the times of its most recent failures (at most ``limit`` of them).
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+    limit: int
+    seconds: int
 
-    def blocked(self, ip: str, now: float) -> bool:
-        """Whether attempts from ``ip``'s network are refused at ``now``."""
-        return self.retry_after(ip, now) > 0
+    @property
+    def bucket_seconds(self) -> int:
+        return max(1, math.ceil(self.seconds / BUCKETS))
 
-    def retry_after(self, ip: str, now: float) -> float:
-        """Seconds from ``now`` until ``ip``'s network may try again; 0 when it may now.
+    def bucket(self, now: float) -> int:
+        """The start (whole seconds) of the bucket a failure at ``now`` is counted in."""
+        size = self.bucket_seconds
+        return int(now // size) * size
 
-        That is when the oldest of the last ``limit`` failures leaves the window.
+    def oldest_counted(self, now: float) -> int:
+        """The start of the oldest bucket whose failures still count at ``now``."""
+        # A bucket starting at s counts while now < s + bucket_seconds + seconds.
+        return self.bucket(now - self.seconds)
+
+    def counted(self, buckets: Iterable[tuple[int, int]], now: float) -> int:
+        """How many of the failures in ``(bucket start, failures)`` count at ``now``."""
+        oldest = self.oldest_counted(now)
+        return sum(failures for start, failures in buckets if start >= oldest)
+
+    def retry_after(self, buckets: Iterable[tuple[int, int]], now: float) -> float:
+        """Seconds from ``now`` until the network may try again; 0 when it may now.
+
+        That is when enough of the oldest counted buckets have left the window for fewer than
+        ``limit`` failures to remain.
         """
-        if self._limit <= 0:
+        if self.limit <= 0:
             return 0.0
-        times = self._failures.get(client_key(ip))
-        if times is None or len(times) < self._limit:
-            return 0.0
-        return max(0.0, times[0] + self._window - now)
-
-    def charge(self, ip: str, now: float) -> float:
-        """Start an attempt from ``ip``'s network, counted as failed until :meth:`refund`.
-
-        Returns 0 when the attempt may go ahead, else the seconds to wait (and nothing is
-        counted). Counting before the outcome is known means attempts checked concurrently
-        cannot together exceed the limit.
-        """
-        wait = self.retry_after(ip, now)
-        if wait == 0:
-            self.record(ip, now)
-        return wait
-
-    def refund(self, ip: str, charged_at: float) -> None:
-        """Take back the failure :meth:`charge` counted at ``charged_at``: it did not fail."""
-        key = client_key(ip)
-        times = self._failures.get(key)
-        if times is None or charged_at not in times:
-            return
-        times.remove(charged_at)
-        if not times:
-            del self._failures[key]
-
-    def record(self, ip: str, now: float) -> None:
-        """Count one failed attempt from ``ip``'s network at ``now``."""
-        if self._limit <= 0:
-            return
-        key = client_key(ip)
-        times = self._failures.pop(key, None)
-        if times is None:
-            times = deque(maxlen=self._limit)
-        times.append(now)
-        self._failures[key] = times  # now the most recently failing network
-        while len(self._failures) > self._max_clients:
-            self._failures.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._failures)
+        oldest = self.oldest_counted(now)
+        live = sorted((start, n) for start, n in buckets if start >= oldest)
+        remaining = sum(n for _, n in live)
+        for start, failures in live:  # oldest first
+            if remaining < self.limit:
+                break
+            remaining -= failures
+            if remaining < self.limit:
+                return max(0.0, start + self.bucket_seconds + self.seconds - now)
+        return 0.0

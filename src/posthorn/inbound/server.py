@@ -2,8 +2,11 @@
 
 ``run_inbound`` serves SMTP on ``SMTP_HOST:INBOUND_PORT`` for the bounce domain's MX
 (``POSTHORN_RETURN_PATH_MX``): no AUTH (nobody submits mail here), no relaying, messages up to
-10 MB (SIZE, RFC 1870). On stop: the listener closes, reports being recorded finish (for a
-bounded time), and the remaining sessions are told 421 (RFC 5321 §3.8) and closed.
+10 MB (SIZE, RFC 1870). The connection rules of ``posthorn.smtp.guard`` apply: at most
+``MAX_SESSIONS`` sessions, at most ``INBOUND_MAX_CONNECTIONS_PER_CLIENT`` from one client
+network, and a client that talks before the greeting is refused. On stop: the listener closes,
+reports being recorded finish (for a bounded time), and the remaining sessions are told 421
+(RFC 5321 §3.8) and closed.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from aiosmtpd.smtp import SMTP
 
 from posthorn.inbound.handler import InboundHandler
 from posthorn.settings import Settings
+from posthorn.smtp.guard import Busy, ClientSlots, GuardedSMTP, Rules
 from posthorn.store.database import Database
 
 log = logging.getLogger("posthorn.inbound")
@@ -23,13 +27,14 @@ log = logging.getLogger("posthorn.inbound")
 MAX_MESSAGE_BYTES = 10 * 1024 * 1024  # bounces return the original message, or its headers
 # RFC 5321 §4.5.3.2.7: a server should wait at least 5 minutes for the next command.
 SESSION_TIMEOUT = 300.0
+MAX_SESSIONS = 2000  # open sessions; more are told 421 and closed
 SHUTDOWN_GRACE = 30.0  # seconds for reports being recorded to finish on stop
 CLOSE_WAIT = 5.0  # seconds for the listener to wind down
 GREETING_TEXT = "ESMTP Posthorn"
 SHUTTING_DOWN = b"421 4.3.2 Service shutting down, try again later\r\n"
 
 
-class InboundSMTP(SMTP):
+class InboundSMTP(GuardedSMTP):
     """aiosmtpd's protocol without AUTH, tracked so that a stop can close it."""
 
     def __init__(
@@ -38,6 +43,7 @@ class InboundSMTP(SMTP):
         *,
         settings: Settings,
         sessions: set[InboundSMTP],
+        rules: Rules,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         # aiosmtpd keeps per-command size limits in a class attribute that each EHLO raises;
@@ -57,9 +63,11 @@ class InboundSMTP(SMTP):
         # ... and without the command, AUTH is an unknown command (500), not a 538.
         self._smtp_methods.pop("AUTH", None)
         self._sessions = sessions
+        self.guard(rules, settings.hostname)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._sessions.add(self)
+        if self.transport is None:
+            self._sessions.add(self)
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
@@ -79,11 +87,17 @@ async def run_inbound(settings: Settings, db: Database, *, stop: asyncio.Event) 
     handler = InboundHandler(settings, db)
     sessions: set[InboundSMTP] = set()
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        lambda: InboundSMTP(handler, settings=settings, sessions=sessions, loop=loop),
-        settings.smtp_host,
-        settings.inbound_port,
+    rules = Rules(
+        slots=ClientSlots(settings.inbound_max_connections_per_client),
+        greeting_delay=settings.inbound_greeting_delay,
     )
+
+    def new_session() -> asyncio.BaseProtocol:
+        if len(sessions) >= MAX_SESSIONS:
+            return Busy()
+        return InboundSMTP(handler, settings=settings, sessions=sessions, rules=rules, loop=loop)
+
+    server = await loop.create_server(new_session, settings.smtp_host, settings.inbound_port)
     log.info(
         "inbound listening on %s:%d for bounce+…@%s",
         settings.smtp_host,

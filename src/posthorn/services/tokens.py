@@ -16,10 +16,10 @@ issued. Presenting a spent token again means it was copied, so the whole family 
 (RFC 6819 §5.2.2.3, RFC 9700 §4.14.2); access tokens of a revoked family stop working too,
 since :meth:`Tokens.verify_access` checks the family.
 
-**Failed logins** are counted per client network (:mod:`posthorn.domain.throttle`, in this
-process's memory): after ``LOGIN_FAILURE_LIMIT`` of them within ``LOGIN_FAILURE_WINDOW``
-seconds, :meth:`Tokens.login` refuses with 429 before looking at the credentials, the same
-refusal for a known and an unknown user name.
+**Failed logins** are counted per client network for the whole deployment, in the database
+(:mod:`posthorn.services.login_throttle`): after ``LOGIN_FAILURE_LIMIT`` of them within
+``LOGIN_FAILURE_WINDOW`` seconds, :meth:`Tokens.login` refuses with 429 before looking at the
+credentials, the same refusal for a known and an unknown user name.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import math
 import secrets
 import time
 import uuid
@@ -40,8 +39,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from posthorn.domain.throttle import FailureThrottle
 from posthorn.errors import AuthenticationFailed, LimitExceeded
+from posthorn.services.login_throttle import LoginThrottle
 from posthorn.services.users import Users
 from posthorn.settings import Settings
 from posthorn.store import refresh_tokens as repo
@@ -61,6 +60,7 @@ LEEWAY_SECONDS = 30
 MAX_TOKEN_CHARS = 4096  # refuse before parsing: real tokens are a few hundred characters
 REFRESH_PREFIX = "phr_"
 REFRESH_BYTES = 32  # 256 bits of entropy
+THROTTLE_SCOPE = "bizmail"
 _KEY_INFO = b"posthorn:jwt:access-token:v1"
 
 
@@ -185,8 +185,11 @@ class Tokens:
             ttl_seconds=settings.jwt_access_ttl_seconds,
         )
         self._refresh_ttl = timedelta(seconds=settings.jwt_refresh_ttl_seconds)
-        self._failures = FailureThrottle(
-            limit=settings.login_failure_limit, window=settings.login_failure_window
+        self._throttle = LoginThrottle(
+            db,
+            scope=THROTTLE_SCOPE,
+            limit=settings.login_failure_limit,
+            window=settings.login_failure_window,
         )
 
     async def login(
@@ -197,22 +200,21 @@ class Tokens:
         With ``client_ip``, failures are counted per client network, and a network over the
         limit gets :class:`LimitExceeded` (429) without the password being checked.
         """
-        started = time.monotonic()
-        if client_ip is not None:
-            # Counted as a failure now, taken back below unless the password is wrong.
-            wait = self._failures.charge(client_ip, started)
-            if wait > 0:
+        if client_ip is None:
+            identity = await self._users.authenticate(username, password)
+        else:
+            try:
+                async with self._throttle.attempt(client_ip) as attempt:
+                    identity = await self._users.authenticate(username, password)
+                    if identity is None:
+                        attempt.failed()
+            except LimitExceeded:
                 log.warning(
                     "login throttled peer=%s",
                     client_ip,
                     extra={"action": "login_throttled", "peer": client_ip},
                 )
-                raise LimitExceeded("login_throttled", retry_after=math.ceil(wait))
-        try:
-            identity = await self._users.authenticate(username, password)
-        except Exception:
-            self._refund(client_ip, started)  # our failure, not a wrong guess
-            raise
+                raise
         if identity is None:
             log.info(
                 "login refused peer=%s",
@@ -220,7 +222,6 @@ class Tokens:
                 extra={"action": "login_refused", "peer": client_ip},
             )
             raise AuthenticationFailed("login_invalid")
-        self._refund(client_ip, started)
         now = utcnow()
         async with self._db.write() as conn:
             await repo.delete_expired(conn, identity.user_id, now)
@@ -237,10 +238,6 @@ class Tokens:
             extra={"action": "login", "user_id": identity.user_id},
         )
         return pair
-
-    def _refund(self, client_ip: str | None, started: float) -> None:
-        if client_ip is not None:
-            self._failures.refund(client_ip, started)
 
     async def refresh(self, refresh_token: str) -> TokenPair:
         """Spend a refresh token for a new pair of the same family; 401 for an unknown,

@@ -7,7 +7,9 @@
 - RCPT: at most ``MAX_RECIPIENTS`` (RFC 5321 §4.5.3.1.10: 452, the client sends the rest in
   another transaction).
 - DATA: the From header checked like MAIL FROM, a Received field put on top (RFC 5321 §4.4),
-  then the same intake as the API. ``250`` only once the intake has committed the email.
+  then the same intake as the API. ``250`` only once the intake has committed the email; a
+  fault in the message itself (a header line that is no field) is a 5xx, never a 4xx, or the
+  client would send the same bytes again forever (RFC 5321 §4.2.1).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from aiosmtpd.smtp import Envelope, Session
 
 from posthorn.domain.addresses import AddressError, parse_address
 from posthorn.errors import PosthornError
+from posthorn.mime.dkim_canon import DkimError
 from posthorn.mime.parse import first, read_headers
 from posthorn.services.admission import Accepted
 from posthorn.services.container import Services
@@ -187,7 +190,14 @@ class SubmissionHandler:
         message = envelope.original_content
         if credential is None or not envelope.mail_from or message is None:
             return replies.NEED_MAIL
-        problem = from_header_problem(credential, message)
+        try:
+            if message[:1] in (b" ", b"\t"):
+                # RFC 5322 §2.2.3: such a line continues the field above it, and above it
+                # goes the Received field, which must not take the author's line in.
+                raise DkimError("the message starts with a folded continuation line")
+            problem = from_header_problem(credential, message)
+        except DkimError as exc:
+            problem = replies.refusal(replies.malformed(exc))
         if problem is not None:
             self._log_refused(server, credential, problem)
             return problem
@@ -217,6 +227,10 @@ class SubmissionHandler:
             accepted = await self._submit(submission, server)
         except PosthornError as exc:
             reply = replies.refusal(exc)
+            self._log_refused(server, credential, reply)
+            return reply
+        except DkimError as exc:  # the intake could not read the header
+            reply = replies.refusal(replies.malformed(exc))
             self._log_refused(server, credential, reply)
             return reply
         except Exception:

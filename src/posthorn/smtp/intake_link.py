@@ -26,8 +26,10 @@ import struct
 from typing import Any
 
 from posthorn.errors import PosthornError
+from posthorn.mime.dkim_canon import DkimError
 from posthorn.services.admission import Accepted
 from posthorn.services.intake import Intake, RawSubmission
+from posthorn.smtp.replies import malformed
 
 log = logging.getLogger("posthorn.smtp")
 
@@ -129,6 +131,8 @@ async def serve_link(
             reply: tuple[int, str, Any] = (number, OK, await intake.submit_raw(submission))
         except PosthornError as exc:
             reply = (number, REFUSED, exc)
+        except DkimError as exc:  # a header that cannot be read: the message's fault
+            reply = (number, REFUSED, malformed(exc))
         except Exception as exc:
             log.exception("smtp intake failed", extra={"action": "smtp_error"})
             reply = (number, FAILED, repr(exc))

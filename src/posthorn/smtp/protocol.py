@@ -1,6 +1,8 @@
 """One SMTP session: aiosmtpd's protocol, with what a submission server needs changed.
 
-aiosmtpd parses commands and runs STARTTLS; this subclass changes four things:
+aiosmtpd parses commands and runs STARTTLS; the connection rules of ``guard.py`` apply
+(per-client cap, no commands before the greeting, time to authenticate); and this subclass
+changes four things:
 
 - AUTH PLAIN and LOGIN (RFC 4954) check credentials asynchronously through the services
   (aiosmtpd's ``authenticator`` is synchronous) and are throttled per client network;
@@ -25,9 +27,11 @@ from typing import TYPE_CHECKING, Any, AnyStr, cast
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Session
 
+from posthorn.errors import LimitExceeded
 from posthorn.smtp import construction, replies
 from posthorn.smtp.auth import Credential, Refused, loggable_user, parse_plain
 from posthorn.smtp.data import DataReader, Problem
+from posthorn.smtp.guard import GuardedSMTP
 
 if TYPE_CHECKING:
     from posthorn.smtp.server import Submission
@@ -61,7 +65,7 @@ class _Session(Session):
         self._login_data = value
 
 
-class SubmissionSMTP(SMTP):
+class SubmissionSMTP(GuardedSMTP):
     def __init__(
         self, submission: Submission, *, implicit_tls: bool, loop: asyncio.AbstractEventLoop
     ) -> None:
@@ -89,6 +93,7 @@ class SubmissionSMTP(SMTP):
                 auth_required=False,  # the handler refuses MAIL without a credential
                 **options,
             )
+        self.guard(submission.rules, settings.hostname)
         self.submission = submission
         self.implicit_tls = implicit_tls
         self.submitting = False  # inside the DATA hook: the intake has the message
@@ -149,6 +154,9 @@ class SubmissionSMTP(SMTP):
             self._trusted = self.submission.authenticator.trusted(self.client_ip)
             self._trusted_known = True
         return self._trusted
+
+    def authorised(self) -> bool:
+        return self.credential is not None
 
     def tls_description(self) -> str | None:
         """``using TLSv1.3 with cipher …`` for the Received field, or ``None`` without TLS."""
@@ -265,8 +273,10 @@ class SubmissionSMTP(SMTP):
         )
 
     async def _throttled(self) -> bool:
+        # An early answer, without I/O, for a network this process refused lately; _check
+        # asks the shared count.
         ip = self.client_ip
-        if not self.submission.throttle.blocked(ip, self.loop.time()):
+        if not self.submission.throttle.known_blocked(ip):
             return False
         await self._refuse_throttled(ip)
         return True
@@ -283,13 +293,14 @@ class SubmissionSMTP(SMTP):
 
     async def _check(self, user: str, password: str) -> AuthResult:
         ip = self.client_ip
-        # Counted as a failure before the check and taken back if it succeeds, so sessions
-        # guessing in parallel cannot together get past the limit.
-        charged_at = self.loop.time()
-        if self.submission.throttle.charge(ip, charged_at) > 0:
+        try:
+            async with self.submission.throttle.attempt(ip) as attempt:
+                result = await self.submission.authenticator.check(user, password, client_ip=ip)
+                if isinstance(result, Refused):
+                    attempt.failed()
+        except LimitExceeded:
             await self._refuse_throttled(ip)
             return AuthResult(success=False, handled=True)
-        result = await self.submission.authenticator.check(user, password, client_ip=ip)
         if isinstance(result, Refused):
             log.warning(
                 "smtp auth failed user=%s peer=%s reason=%s",
@@ -299,7 +310,6 @@ class SubmissionSMTP(SMTP):
                 extra={"action": "smtp_auth_failed", "peer": ip, "reason": result.reason},
             )
             return AuthResult(success=False, handled=False, message=result.reply)
-        self.submission.throttle.refund(ip, charged_at)
         log.info(
             "smtp auth ok user=%s account=%s peer=%s",
             loggable_user(result.login),
@@ -307,6 +317,7 @@ class SubmissionSMTP(SMTP):
             ip,
             extra={"action": "smtp_auth_ok", "peer": ip, "account_id": result.account_id},
         )
+        self.authentication_done()
         return AuthResult(success=True, auth_data=result)
 
     # ── DATA ────────────────────────────────────────────────────────────────────────────

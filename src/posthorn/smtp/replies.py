@@ -10,6 +10,7 @@ import re
 from collections.abc import Sequence
 
 from posthorn.errors import InvalidRequest, LimitExceeded, PermissionDenied, PosthornError, TooLarge
+from posthorn.mime.dkim_canon import DkimError
 
 AUTH_MECHANISMS = ("PLAIN", "LOGIN")  # RFC 4616, and the LOGIN every client knows
 
@@ -80,6 +81,12 @@ def domain_not_verified(domain: str) -> str:
     return one_line(
         f"553 5.7.1 The domain {domain} is not a verified sending domain of this account"
     )
+
+
+def malformed(error: DkimError) -> InvalidRequest:
+    """A message whose header cannot be read, as the refusal it is: the same bytes will not
+    read better next time, so the answer is permanent (5xx), not "try again later"."""
+    return InvalidRequest("message_malformed", field="message", detail=str(error))
 
 
 def refusal(error: PosthornError) -> str:

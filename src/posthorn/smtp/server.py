@@ -15,12 +15,12 @@ import logging
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
 
-from posthorn.domain.throttle import FailureThrottle
 from posthorn.services.container import Services
+from posthorn.services.login_throttle import LoginThrottle
 from posthorn.settings import Settings
 from posthorn.smtp.auth import Authenticator
+from posthorn.smtp.guard import Busy, ClientSlots, Rules
 from posthorn.smtp.handler import SubmissionHandler, Submit
 from posthorn.smtp.protocol import SubmissionSMTP
 from posthorn.smtp.tls import server_context
@@ -33,6 +33,7 @@ RECEIVED_ALLOWANCE = 1024
 MAX_SESSIONS = 2000  # open sessions per process; more are told 421 and closed
 SHUTDOWN_GRACE = 30.0  # seconds for submissions in the intake to finish on stop
 CLOSE_WAIT = 5.0  # seconds for closed sessions and listeners to wind down
+THROTTLE_SCOPE = "smtp"  # failed AUTH attempts in the shared count of failed logins
 
 
 class Sessions:
@@ -83,41 +84,55 @@ class Submission:
     services: Services
     handler: SubmissionHandler
     authenticator: Authenticator
-    throttle: FailureThrottle
+    throttle: LoginThrottle
     sessions: Sessions
+    rules: Rules  # per-client cap, greeting, time to authenticate (guard.py)
     tls_context: ssl.SSLContext
     size_limit: int  # advertised with SIZE (RFC 1870) and enforced on DATA
 
 
 def build_submission(
-    settings: Settings, services: Services, submit: Submit | None = None
+    settings: Settings, services: Services, submit: Submit | None = None, *, processes: int = 1
 ) -> Submission:
+    """What the sessions share; ``processes`` is how many processes serve the port together."""
     size_limit = settings.max_message_bytes - RECEIVED_ALLOWANCE
     if size_limit <= 0:
         raise ValueError("POSTHORN_MAX_MESSAGE_BYTES is too small for SMTP submission")
+    authenticator = Authenticator(settings, services)
     return Submission(
         settings=settings,
         services=services,
         handler=SubmissionHandler(settings, services, submit),
-        authenticator=Authenticator(settings, services),
-        throttle=FailureThrottle(
-            limit=settings.smtp_auth_failure_limit, window=settings.smtp_auth_failure_window
+        authenticator=authenticator,
+        throttle=LoginThrottle(
+            services.db,
+            scope=THROTTLE_SCOPE,
+            limit=settings.smtp_auth_failure_limit,
+            window=settings.smtp_auth_failure_window,
         ),
         sessions=Sessions(),
+        rules=Rules(
+            slots=ClientSlots(client_share(settings.smtp_max_connections_per_client, processes)),
+            greeting_delay=settings.smtp_greeting_delay,
+            auth_deadline=settings.smtp_auth_timeout,
+            uncapped=lambda ip: authenticator.trusted(ip) is not None,
+        ),
         tls_context=server_context(settings),
         size_limit=size_limit,
     )
 
 
-class _Busy(asyncio.Protocol):
-    """The answer to a connection over :data:`MAX_SESSIONS`: 421 (RFC 5321 §3.8) and close."""
+def client_share(cap: int, processes: int) -> int:
+    """One process's part of the per-client cap when ``processes`` share the port.
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # A cast, not isinstance: uvloop's transports do not register with asyncio's ABCs.
-        cast(asyncio.WriteTransport, transport).write(
-            b"421 4.7.0 Too many connections, try again later\r\n"
-        )
-        transport.close()
+    The kernel spreads connections over the processes by a hash of the client's address and
+    port (``SO_REUSEPORT``), so a client's connections land on them evenly at random, and no
+    process sees the others' counts. Each process allows its share: together never more than
+    the cap (rounded up to a multiple of the number of processes). A client may be refused a
+    little below the cap when its connections happen to gather on one process; with the
+    default of 100 and a few processes, a pool of half the cap all but never is.
+    """
+    return max(1, -(-cap // processes))
 
 
 def _factory(
@@ -125,7 +140,7 @@ def _factory(
 ) -> Callable[[], asyncio.BaseProtocol]:
     def new_session() -> asyncio.BaseProtocol:
         if len(submission.sessions.live) >= MAX_SESSIONS:
-            return _Busy()
+            return Busy()
         return SubmissionSMTP(submission, implicit_tls=implicit_tls, loop=loop)
 
     return new_session
@@ -138,15 +153,16 @@ async def run_smtp(
     stop: asyncio.Event,
     submit: Submit | None = None,
     reuse_port: bool = False,
+    processes: int = 1,
 ) -> None:
     """Serve SMTP submission until ``stop`` is set, then close gracefully.
 
     ``submit`` replaces this process's intake (a session process of ``smtp_workers``);
     ``reuse_port`` lets that many processes listen on the same ports (``SO_REUSEPORT``: the
-    kernel spreads the connections over them).
+    kernel spreads the connections over them); ``processes`` is how many do.
     """
     _quiet_aiosmtpd()
-    submission = build_submission(settings, services, submit)
+    submission = build_submission(settings, services, submit, processes=processes)
     loop = asyncio.get_running_loop()
     servers: list[asyncio.Server] = []
     try:

@@ -112,7 +112,14 @@ async def run_child(
     parent_gone = asyncio.create_task(link.gone.wait())
     parent_gone.add_done_callback(lambda _: stop.set())
     try:
-        await run_smtp(settings, services, stop=stop, submit=link.submit_raw, reuse_port=True)
+        await run_smtp(
+            settings,
+            services,
+            stop=stop,
+            submit=link.submit_raw,
+            reuse_port=True,
+            processes=settings.smtp_workers,
+        )
     finally:
         parent_gone.cancel()
         await link.close()

@@ -495,6 +495,18 @@ bulk_recipients = Table(
     Index("ix_bulk_recipients_job", "job_id", "status", "position"),
 )
 
+# Failed logins per client network (an IPv4 address or an IPv6 /64) and time bucket, shared by
+# every process of a deployment (domain/throttle.py). ``scope`` names the login: smtp | bizmail.
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("scope", String(16), primary_key=True),
+    Column("client", String(64), primary_key=True),
+    Column("bucket", BigInteger, primary_key=True),  # start of the bucket, Unix seconds
+    Column("failures", Integer, nullable=False),
+    Index("ix_login_failures_bucket", "scope", "bucket"),
+)
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
