@@ -9,7 +9,10 @@ get the email's own message (no per-recipient tracking) at one recipient domain,
 ``destination_recipient_limit``: one MAIL FROM, an RCPT TO each, one DATA, signed once. Each
 delivery still gets its own result, event and retry. A lone delivery's return path names it
 (VERP); a shared transaction's names the group, and a bounce to it is matched to the recipient
-it names (:mod:`posthorn.domain.verp`).
+it names (:mod:`posthorn.domain.verp`). A delivery whose recipient has tracking links or an
+unsubscribe URL of their own goes alone, its copy made from the email's message just before
+it is signed (:mod:`posthorn.services.personal_copies`); so workers need the same
+``PUBLIC_URL`` and ``SECRET_KEY`` as the web processes.
 
 Up to ``worker_concurrency`` transactions are in flight; the loop claims only as many
 deliveries as there are free slots (plus the due ones that join their transactions), so a
