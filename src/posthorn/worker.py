@@ -9,7 +9,10 @@ get the email's own message (no per-recipient tracking) at one recipient domain,
 ``destination_recipient_limit``: one MAIL FROM, an RCPT TO each, one DATA, signed once. Each
 delivery still gets its own result, event and retry. A lone delivery's return path names it
 (VERP); a shared transaction's names the group, and a bounce to it is matched to the recipient
-it names (:mod:`posthorn.domain.verp`).
+it names (:mod:`posthorn.domain.verp`). A delivery whose recipient has tracking links or an
+unsubscribe URL of their own goes alone, its copy made from the email's message just before
+it is signed (:mod:`posthorn.services.personal_copies`); so workers need the same
+``PUBLIC_URL`` and ``SECRET_KEY`` as the web processes.
 
 Up to ``worker_concurrency`` transactions are in flight; the loop claims only as many
 deliveries as there are free slots (plus the due ones that join their transactions), so a
@@ -42,6 +45,7 @@ from posthorn.domain.results import (
     Refused,
     SoftFail,
 )
+from posthorn.services.personal_copies import CopyPlan, make_copy
 from posthorn.services.relays import Relays
 from posthorn.services.routing import Deliverer, DelivererFactory, Routes
 from posthorn.settings import Settings
@@ -65,8 +69,8 @@ class _Transaction:
 
     items: tuple[queue.ClaimedDelivery, ...]
     message: queue.QueuedMessage
-    raw: bytes
     suppressed: dict[int, str]  # delivery id → why the recipient is suppressed
+    personal: queue.PersonalMessage | None = None  # the one recipient's own message
 
 
 def group_transactions(
@@ -226,9 +230,7 @@ class Worker:
                 for item in items
                 if (reason := blocked.get((item.account_id, item.recipient.lower()))) is not None
             }
-            job = _Transaction(
-                items, message, personal.get(first.id, message.raw), suppressed=suppressed
-            )
+            job = _Transaction(items, message, suppressed, personal.get(first.id))
             task = asyncio.create_task(self._process(job))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -248,7 +250,8 @@ class Worker:
             results[item.id] = Refused(Attempt(message=note), reason="suppressed")
         if sendable:
             deliverer = await self._routes.for_account(job.items[0].account_id)
-            signed = await self._signer.sign(job.message.sender.rpartition("@")[2], job.raw)
+            raw = self._message_for(job)
+            signed = await self._signer.sign(job.message.sender.rpartition("@")[2], raw)
             if len(sendable) == 1:
                 (item,) = sendable
                 envelope = Envelope(self._return_path(item), item.recipient, signed)
@@ -262,6 +265,26 @@ class Worker:
                 sent = await deliverer.deliver_many(batch)
                 results.update(zip((item.id for item in sendable), sent, strict=True))
         return [results[item.id] for item in job.items]
+
+    def _message_for(self, job: _Transaction) -> bytes:
+        """The message the transaction sends: the email's, or its one recipient's copy."""
+        personal = job.personal
+        if personal is None:
+            return job.message.raw
+        if personal.raw is not None:
+            return personal.raw
+        assert personal.plan is not None
+        (item,) = job.items
+        return make_copy(
+            self._settings,
+            CopyPlan.loads(personal.plan),
+            account_id=item.account_id,
+            email_id=item.email_id,
+            recipient=item.recipient,
+            message=job.message.raw,
+            html=personal.html,
+            text=personal.text,
+        )
 
     def _return_path(self, item: queue.ClaimedDelivery) -> str:
         """MAIL FROM: a VERP address naming this delivery, so a bounce finds its way back."""

@@ -14,13 +14,14 @@ from __future__ import annotations
 import re
 import secrets
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import quote
 
 from posthorn.domain.addresses import Address
-from posthorn.mime.encoding import base64_lines, encode_text
+from posthorn.mime.dkim_canon import CRLF, split_message
+from posthorn.mime.encoding import base64_lines, encode_text, quoted_printable
 from posthorn.mime.headers import (
     MAX_LINE,
     HeaderError,
@@ -139,8 +140,100 @@ def _body(spec: MessageSpec) -> _Entity:
     return body
 
 
-def _text_part(subtype: str, text: str) -> _Entity:
+def replace_text_parts(
+    message: bytes,
+    *,
+    text: str | None,
+    html: str | None,
+    drop_fields: Collection[str] = (),
+    add_fields: bytes = b"",
+) -> bytes:
+    """A message :func:`compose` made, with its text/plain and text/html parts encoded anew
+    from ``text`` and ``html`` (a part whose new text is None stays as it was), and in its
+    header the fields called one of ``drop_fields`` (any case) removed and ``add_fields``
+    (formatted, each ending in CRLF) added where compose puts custom fields.
+
+    Every other byte is kept: the attachments, which compose puts after the text parts, are
+    neither decoded nor searched, so this costs one copy of the message, not a composition.
+    """
+    header_end = message.index(b"\r\n\r\n") + 2
+    # The entity's own fields end the header, and no custom field can have their names.
+    entity_start = message.rindex(b"\r\nContent-Type: ", 0, header_end) + 2
+    head = message[:entity_start]
+    if drop_fields:
+        unwanted = {name.lower().encode("ascii") for name in drop_fields}
+        kept, _ = split_message(head + CRLF)
+        head = b"".join(f.name + b":" + f.value + CRLF for f in kept if f.key not in unwanted)
+    texts = {b"plain": text, b"html": html}
+    entity = _replace_texts(message, entity_start, header_end, len(message), texts, ())
+    chunks: list[bytes | memoryview] = [head, add_fields, *entity]
+    if len(chunks[-1]) and chunks[-1][-2:] != CRLF:
+        chunks.append(CRLF)  # as compose ends a message
+    return b"".join(chunks)
+
+
+_MULTIPART_HEAD = re.compile(rb'Content-Type: multipart/\w+; boundary="([^"]+)"\r\n')
+_TEXT_HEAD = b"Content-Type: text/"
+
+
+def _replace_texts(
+    message: bytes,
+    head_start: int,
+    head_end: int,
+    end: int,
+    texts: dict[bytes, str | None],
+    boundaries: tuple[bytes, ...],
+) -> list[bytes | memoryview]:
+    """The entity of ``message`` whose fields run from ``head_start`` to ``head_end`` (and
+    its body from the empty line after them to ``end``), with its text parts replaced; the
+    new text must hold none of the ``boundaries`` of the multiparts around it."""
+    head = message[head_start:head_end]
+    body_start = head_end + 2
+    if head.startswith(_TEXT_HEAD) and b"Content-Disposition" not in head:
+        subtype = head[len(_TEXT_HEAD) : head.index(b";")]
+        new_text = texts.get(subtype)
+        if new_text is None:
+            return [memoryview(message)[head_start:end]]
+        new_head, body = _text_part(subtype.decode("ascii"), new_text, boundaries)
+        return [new_head, CRLF, body]
+    multipart = _MULTIPART_HEAD.fullmatch(head)
+    if multipart is None:
+        return [memoryview(message)[head_start:end]]
+    delimiter = CRLF + b"--" + multipart[1]
+    boundaries = (*boundaries, multipart[1])
+    # RFC 2046 §5.1.1: compose starts the body with the first delimiter (the CRLF before each
+    # later one belongs to that delimiter), each followed by CRLF and a part.
+    part = body_start + len(delimiter) - len(CRLF)
+    chunks: list[bytes | memoryview] = [memoryview(message)[head_start:part]]
+    while message.startswith(CRLF, part):
+        part += 2
+        part_head_end = message.find(b"\r\n\r\n", part, end) + 2
+        part_head = message[part:part_head_end]
+        if (
+            part_head_end < 2
+            or not part_head.startswith((_TEXT_HEAD, b"Content-Type: multipart/"))
+            or b"Content-Disposition" in part_head
+        ):
+            break  # an attachment: compose puts every text part before the first one
+        part_end = message.find(delimiter, part_head_end + 2, end)
+        if part_end < 0:
+            break
+        chunks.append(CRLF)
+        chunks += _replace_texts(message, part, part_head_end, part_end, texts, boundaries)
+        chunks.append(delimiter)
+        part = part_end + len(delimiter)
+    else:
+        chunks.append(memoryview(message)[part:end])
+        return chunks
+    chunks.append(memoryview(message)[part - 2 : end])
+    return chunks
+
+
+def _text_part(subtype: str, text: str, boundaries: Sequence[bytes] = ()) -> _Entity:
     encoding, body = encode_text(text)
+    if encoding == "7bit" and any(boundary in body for boundary in boundaries):
+        # A boundary chosen for other text: quoted-printable can hold no "=_" (RFC 2045 §6.7).
+        encoding, body = "quoted-printable", quoted_printable(body)
     head = (
         f"Content-Type: text/{subtype}; charset=utf-8\r\nContent-Transfer-Encoding: {encoding}\r\n"
     )

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from html.entities import html5
 
-from posthorn.mime.compose import MessageSpec
+from posthorn.mime.compose import MessageSpec, replace_text_parts
 from posthorn.mime.headers import format_header
 from posthorn.mime.parse import replace_fields
 
@@ -126,20 +126,67 @@ def personalise(
     §3.2, most preferred first) and replace ``{{ unsubscribe_url }}`` in the bodies. Links are
     rewritten first, so the unsubscribe link itself is never click-tracked.
     """
-    html, text, headers = spec.html, spec.text, spec.headers
+    html, text = personal_bodies(
+        spec.html, spec.text, html_rewrite=html_rewrite, unsubscribe=unsubscribe
+    )
+    headers = spec.headers
+    if unsubscribe is not None:
+        # RFC 2369 §3 and RFC 8058 §3.1: one of each field; Posthorn's replace the client's.
+        fields = [(name, value) for name, value in headers if name.lower() not in _UNSUBSCRIBE]
+        headers = (*fields, *unsubscribe_fields(*unsubscribe))
+    return dataclasses.replace(spec, html=html, text=text, headers=headers)
+
+
+def personalise_message(
+    message: bytes,
+    *,
+    html: str | None,
+    text: str | None,
+    html_rewrite: Callable[[str], str] | None,
+    unsubscribe: tuple[str, str] | None,
+) -> bytes:
+    """What :func:`personalise` would compose, made from the shared ``message`` that
+    :func:`~posthorn.mime.compose.compose` made of a spec with this ``html`` and ``text``.
+
+    Only the text parts and the unsubscribe fields are made anew; the attachments are copied
+    as they are, so a copy per recipient costs little more than the copy itself.
+    """
+    new_html, new_text = personal_bodies(
+        html, text, html_rewrite=html_rewrite, unsubscribe=unsubscribe
+    )
+    fields = b""
+    if unsubscribe is not None:
+        fields = b"".join(
+            format_header(name, value, encode_long_words=False)
+            for name, value in unsubscribe_fields(*unsubscribe)
+        )
+    return replace_text_parts(
+        message,
+        text=new_text if new_text != text else None,
+        html=new_html if new_html != html else None,
+        drop_fields=_UNSUBSCRIBE if unsubscribe is not None else (),
+        add_fields=fields,
+    )
+
+
+def personal_bodies(
+    html: str | None,
+    text: str | None,
+    *,
+    html_rewrite: Callable[[str], str] | None,
+    unsubscribe: tuple[str, str] | None,
+) -> tuple[str | None, str | None]:
+    """The HTML and text bodies with tracked links and this recipient's unsubscribe URL."""
     if html is not None and html_rewrite is not None:
         html = html_rewrite(html)
     if unsubscribe is not None:
-        https_url, mailto_url = unsubscribe
+        https_url = unsubscribe[0]
         if html is not None:
             escaped = html_lib.escape(https_url, quote=True)
             html = UNSUBSCRIBE_PLACEHOLDER.sub(lambda _m: escaped, html)
         if text is not None:
             text = UNSUBSCRIBE_PLACEHOLDER.sub(lambda _m: https_url, text)
-        # RFC 2369 §3 and RFC 8058 §3.1: one of each field; Posthorn's replace the client's.
-        fields = [(name, value) for name, value in headers if name.lower() not in _UNSUBSCRIBE]
-        headers = (*fields, *unsubscribe_fields(https_url, mailto_url))
-    return dataclasses.replace(spec, html=html, text=text, headers=headers)
+    return html, text
 
 
 _UNSUBSCRIBE = frozenset({"list-unsubscribe", "list-unsubscribe-post"})

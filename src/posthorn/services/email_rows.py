@@ -104,10 +104,11 @@ def email_rows(
     raw: bytes,
     now: datetime,
     scheduled_at: datetime | None = None,
-    personal: dict[str, bytes] | None = None,
+    personal: str | None = None,
 ) -> NewEmail:
+    """``personal``: the copy plan of every recipient (services/personal_copies.py), or None
+    when they all get the email's message."""
     status = Status.SCHEDULED if scheduled_at else Status.QUEUED
-    personal = personal or {}
     email: dict[str, Any] = {
         "id": email_id,
         "account_id": request.account_id,
@@ -158,7 +159,7 @@ def email_rows(
                     "status": str(status),
                     "attempts": 0,
                     "next_attempt_at": scheduled_at or now,
-                    "raw": personal.get(address.email),
+                    "personal": personal,
                     "created_at": now,
                     "updated_at": now,
                 }

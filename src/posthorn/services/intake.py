@@ -26,7 +26,6 @@ from posthorn.domain.statuses import Status
 from posthorn.errors import InvalidRequest, PermissionDenied, PosthornError, TooLarge
 from posthorn.mime.compose import Attachment, MessageSpec, compose
 from posthorn.mime.parse import address_list, first, prepend_header, read_headers
-from posthorn.mime.tracking import add_unsubscribe, personalise
 from posthorn.services.admission import Accepted, Outcome, Pending, admit
 from posthorn.services.domains import Domains
 from posthorn.services.email_rows import (
@@ -38,8 +37,8 @@ from posthorn.services.email_rows import (
     email_rows,
     request_hash,
 )
+from posthorn.services.personal_copies import CopyPlan
 from posthorn.services.templates import Templates
-from posthorn.services.tracking import tracking_for
 from posthorn.settings import Settings
 from posthorn.store.database import Database
 from posthorn.store.emails import NewEmail
@@ -256,35 +255,19 @@ class Intake:
         )
         return Prepared(accepted=accepted, rows=rows, sender=sender)
 
-    def _personalise(
-        self,
-        request: SendRequest,
-        spec: MessageSpec,
-        email_id: str,
-        recipients: Sequence[Address],
-    ) -> dict[str, bytes]:
-        """One message per recipient when it carries tracking links or an unsubscribe URL
-        of its own; otherwise every recipient gets the email's message (an empty map)."""
+    @staticmethod
+    def _copy_plan(request: SendRequest) -> CopyPlan | None:
+        """How each recipient's copy differs, when it carries tracking links or an
+        unsubscribe URL of its own; None when every recipient gets the email's message.
+        The copies are made at send time (services/personal_copies.py)."""
         if not (request.track_opens or request.track_clicks or request.unsubscribe):
-            return {}
-        personal: dict[str, bytes] = {}
-        for address in recipients:
-            if address.email in personal:
-                continue
-            plan = tracking_for(
-                self._settings,
-                account_id=request.account_id,
-                email_id=email_id,
-                recipient=address.email,
-                track_opens=bool(request.track_opens),
-                track_clicks=bool(request.track_clicks),
-                unsubscribe=bool(request.unsubscribe),
-                list_id=request.list_id,
-            )
-            personal[address.email] = compose(
-                personalise(spec, html_rewrite=plan.html_rewrite, unsubscribe=plan.unsubscribe)
-            )
-        return personal
+            return None
+        return CopyPlan(
+            track_opens=bool(request.track_opens),
+            track_clicks=bool(request.track_clicks),
+            unsubscribe=bool(request.unsubscribe),
+            list_id=request.list_id if request.unsubscribe else None,
+        )
 
     async def _from_domain(self, request: SendRequest) -> dict[str, Any] | None:
         """The verified domain of the request's From, if it has one (a bad From address is
@@ -311,20 +294,10 @@ class Intake:
         )
 
     def _add_unsubscribe(self, prepared: Prepared) -> None:
-        """Give each recipient of a raw message its own copy with List-Unsubscribe."""
-        email = prepared.rows.email
+        """Give each recipient of a raw message its own List-Unsubscribe, made at send time."""
+        plan = CopyPlan(unsubscribe=True, bodies=False).dumps()
         for delivery in prepared.rows.deliveries:
-            plan = tracking_for(
-                self._settings,
-                account_id=email["account_id"],
-                email_id=email["id"],
-                recipient=delivery["recipient"],
-                track_opens=False,
-                track_clicks=False,
-                unsubscribe=True,
-            )
-            assert plan.unsubscribe is not None
-            delivery["raw"] = add_unsubscribe(email["raw"], plan.unsubscribe)
+            delivery["personal"] = plan
 
     def _limits(self, domain: dict[str, Any] | None, sender: Address) -> list[quotas.Limit]:
         """The From domain's quotas; only a verified domain of the account may send."""
@@ -383,7 +356,7 @@ class Intake:
         raw = compose(spec)
         if len(raw) > self._settings.max_message_bytes:
             raise TooLarge(limit=self._settings.max_message_bytes)
-        personal = self._personalise(request, spec, email_id, (*to, *cc, *bcc))
+        plan = self._copy_plan(request)
         rows = email_rows(
             email_id=email_id,
             message_id=message_id,
@@ -395,7 +368,7 @@ class Intake:
             raw=raw,
             now=now,
             scheduled_at=scheduled_at,
-            personal=personal,
+            personal=plan.dumps() if plan is not None else None,
         )
         accepted = Accepted(
             id=email_id,

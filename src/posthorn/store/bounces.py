@@ -82,6 +82,7 @@ async def group_deliveries(conn: AsyncConnection, lead_id: int) -> list[Reported
         .where(
             deliveries.c.email_id == lead.email_id,
             func.length(deliveries.c.raw).is_(None),
+            func.length(deliveries.c.personal).is_(None),
             deliveries.c.status.in_([str(Status.DELIVERED), str(Status.BOUNCED)]),
         )
         .order_by(deliveries.c.id)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, tuple_, update
+from sqlalchemy import bindparam, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from posthorn.domain.statuses import aggregate
@@ -68,7 +68,9 @@ _CLAIMED = (
     deliveries.c.created_at,
     # NULL when the recipient gets the email's message. Not ``raw IS NULL``: on SQLite 3.40
     # (through aiosqlite) an UPDATE's RETURNING answers it with 0 for a NULL too.
-    func.length(deliveries.c.raw).label("own_message_size"),
+    func.coalesce(func.length(deliveries.c.raw), func.length(deliveries.c.personal)).label(
+        "own_message_size"
+    ),
 )
 
 
@@ -159,6 +161,7 @@ async def claim_companions(
             deliveries.c.email_id.in_({email_id for email_id, _ in room}),
             deliveries.c.next_attempt_at <= now,
             deliveries.c.raw.is_(None),
+            deliveries.c.personal.is_(None),
         )
         .order_by(deliveries.c.id)
     )
@@ -203,18 +206,48 @@ async def load_messages(
     return {row.id: QueuedMessage(row.from_email, row.source, row.raw) for row in rows}
 
 
+@dataclass(frozen=True, slots=True)
+class PersonalMessage:
+    """What one recipient's own message is made of: the message itself (queued by earlier
+    versions), or the plan to make it from the email's message, html and text."""
+
+    raw: bytes | None
+    plan: str | None
+    html: str | None = None
+    text: str | None = None
+
+
 async def load_personal_messages(
     conn: AsyncConnection, delivery_ids: Sequence[int]
-) -> dict[int, bytes]:
-    """Messages made for one recipient (tracking links, unsubscribe URL), by delivery."""
+) -> dict[int, PersonalMessage]:
+    """The own message of each delivery that has one (tracking links, unsubscribe URL)."""
     if not delivery_ids:
         return {}
-    rows = await conn.execute(
-        select(deliveries.c.id, deliveries.c.raw).where(
-            deliveries.c.id.in_(list(delivery_ids)), deliveries.c.raw.is_not(None)
+    rows = (
+        await conn.execute(
+            select(
+                deliveries.c.id, deliveries.c.email_id, deliveries.c.raw, deliveries.c.personal
+            ).where(
+                deliveries.c.id.in_(list(delivery_ids)),
+                or_(deliveries.c.raw.is_not(None), deliveries.c.personal.is_not(None)),
+            )
         )
-    )
-    return {int(r.id): r.raw for r in rows}
+    ).all()
+    planned = {r.email_id for r in rows if r.raw is None}
+    bodies: dict[str, tuple[str | None, str | None]] = {}
+    if planned:
+        found = await conn.execute(
+            select(emails.c.id, emails.c.html, emails.c.text).where(emails.c.id.in_(planned))
+        )
+        bodies = {r.id: (r.html, r.text) for r in found}
+    return {
+        int(r.id): (
+            PersonalMessage(r.raw, None)
+            if r.raw is not None
+            else PersonalMessage(None, r.personal, *bodies.get(r.email_id, (None, None)))
+        )
+        for r in rows
+    }
 
 
 async def extend_leases(

@@ -145,8 +145,12 @@ deliveries = Table(
     Column("remote_host", String(255)),
     Column("delivered_at", UtcDateTime()),
     # The message as this recipient gets it, when it differs from the email's (tracking
-    # links and unsubscribe URLs are per recipient); NULL = the email's raw message.
+    # links and unsubscribe URLs are per recipient); NULL = the email's raw message. Written
+    # by earlier versions only: mail queued since has a plan in ``personal`` instead.
     Column("raw", LargeBinary),
+    # How this recipient's copy differs from the email's message (JSON, see
+    # services/personal_copies.py): the worker makes the copy at send time. NULL = no copy.
+    Column("personal", Text),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
     Index("ix_deliveries_due", "next_attempt_at"),

@@ -1,7 +1,7 @@
 """deliveries queue index, for /metrics
 
 Revision ID: 0010
-Revises: 0007
+Revises: 0009
 Create Date: 2026-12-07 21:30:00.000000
 
 Counting deliveries by status over the whole table cost a scan of every delivery ever made
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0007"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
