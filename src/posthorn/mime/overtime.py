@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 
-class Overtime(Exception):  # noqa: N818 - raised into a thread, named by what happened
+class Overtime(Exception):
     """Raised into a render thread that ran past its deadline."""
 
 
