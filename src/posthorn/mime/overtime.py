@@ -63,7 +63,8 @@ class Watchdog:
                     target=self._run, name="posthorn-template-watchdog", daemon=True
                 )
                 self._thread.start()
-            self._wake.notify()
+            if self._heap[0] is armed:
+                self._wake.notify()  # the watchdog sleeps until a later deadline
         try:
             yield
         finally:
