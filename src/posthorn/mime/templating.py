@@ -26,9 +26,13 @@ untrusted code. Three layers keep it contained:
   stops at the limit.
 
 What the limits cannot stop: one single built-in C operation that is slow on input the size
-checks allow (e.g. sorting a 2 MB list). Parsing and compiling a source is done by
-``compiler.py``, in a child process, so it never holds this process's GIL; rendering runs in
-a worker thread (see ``services/templates.py``) and yields the GIL as any Python code does.
+checks allow (e.g. sorting a 2 MB list).
+
+Parsing is bounded too (:func:`compile_source`: 30,000 lexer tokens, a deadline), but
+Python's ``compile()`` holds the GIL from start to end, so a serving process hands its
+sources to the child processes of ``services/template_compiler.py`` (:func:`use_compiler`)
+and only loads the compiled code they send back. Rendering runs in a worker thread (see
+``services/templates.py``) and yields the GIL as any Python code does.
 """
 
 from __future__ import annotations
