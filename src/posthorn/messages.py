@@ -304,6 +304,14 @@ CATALOG: dict[str, dict[str, str]] = {
         "en": "{field}: the template failed to render: {reason}",
         "vi": "{field}: không render được template: {reason}",
     },
+    "template_too_large": {
+        "en": "{field}: a template source may be at most {limit} bytes",
+        "vi": "{field}: mã nguồn template tối đa {limit} byte",
+    },
+    "template_parse_limit": {
+        "en": "{field}: the template was not parsed: {reason}",
+        "vi": "{field}: template không được phân tích: {reason}",
+    },
     "template_too_long": {
         "en": "{field}: at most {limit} characters",
         "vi": "{field}: tối đa {limit} ký tự",

@@ -116,6 +116,15 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(
         25 * 1024 * 1024, description="Largest accepted request body / message, in bytes."
     )
+    max_template_bytes: int = Field(
+        512 * 1024,
+        ge=1024,
+        le=4 * 1024 * 1024,
+        description="Largest template source (a stored template's html or text, or the "
+        "inline body of a personalised bulk job), in UTF-8 bytes; a larger one is refused "
+        "with 422 naming the field. Sources are also limited to 30,000 template tokens and "
+        "10 s of parsing, and are parsed in child processes, never in a serving process.",
+    )
     max_recipients: int = Field(50, description="Most recipients (to+cc+bcc) per email.")
     intake_batch_size: int = Field(
         256, description="Most emails committed together in one group commit."

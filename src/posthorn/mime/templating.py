@@ -9,27 +9,38 @@ untrusted code. Three layers keep it contained:
   ``SecurityError``, which we report as :class:`UnsafeTemplate`. There is no loader, so
   ``include``, ``import`` and ``extends`` are refused when the template is parsed, and
   ``lipsum`` is gone from the globals (it builds text of any size).
-* **A time limit** (1 s per render, all parts together). Python cannot interrupt running
-  code, so the limit is *cooperative*: the clock is checked between output chunks, on every
-  loop iteration (each ``for`` iterable is wrapped when the template is compiled), on every
-  call (functions, methods, macros), attribute or item lookup, filter and intercepted
-  operator. ``range`` stops at 10,000 items.
-* **A size limit** (2,000,000 characters of output in all). Besides counting the output,
-  every operation that can multiply text is checked *before* it runs: ``*``, ``**``, ``+``,
-  ``%``, ``~``, format widths, ``center``/``ljust``/``rjust``/``zfill``/``expandtabs``,
-  ``replace``, ``join``, the ``indent``/``batch``/``slice`` filters, and the buffers of macros
-  and ``{% set %}`` blocks.
+* **A time limit** (1 s per render, all parts together). The clock is checked between
+  output chunks, on every loop iteration (each ``for`` iterable is wrapped when the template
+  is compiled), on every call (functions, methods, macros), attribute or item lookup, filter
+  and intercepted operator; a single call that runs in Python past the deadline (``wordwrap``
+  or ``urlize`` of a megabyte) is stopped by the watchdog of ``overtime.py``. ``range`` stops
+  at 10,000 items.
+* **A size limit** (2,000,000 characters of output in all, and of template data). Besides
+  counting the output, every operation that can multiply text is checked *before* it runs:
+  ``*``, ``**``, ``+``, ``%``, ``~``, format widths and arguments, ``center``/``ljust``/
+  ``rjust``/``zfill``/``expandtabs``, ``replace``, ``join``, the ``indent``/``batch``/
+  ``slice`` filters, and the buffers of macros and ``{% set %}`` blocks. A value turned into
+  text (printed, concatenated, formatted, or given to a filter that works on text such as
+  ``string``, ``pprint`` or ``escape``) is measured first: ``[x] * 200`` is 200 references,
+  but its text would be 200 copies of ``x``. ``tojson`` writes its JSON piece by piece and
+  stops at the limit.
 
-What the limits cannot stop: one single built-in operation that is slow on input the size
-checks allow (e.g. sorting a 2 MB list), and memory held below the caps. The render runs in a
-worker thread (see ``services/templates.py``) so a slow template stalls only itself, never the
-event loop; the rest of the process shares the GIL with it for at most the time limit.
+What the limits cannot stop: one single built-in C operation that is slow on input the size
+checks allow (e.g. sorting a 2 MB list).
+
+Parsing is bounded too (:func:`compile_source`: 30,000 lexer tokens, a deadline), but
+Python's ``compile()`` holds the GIL from start to end, so a serving process hands its
+sources to the child processes of ``services/template_compiler.py`` (:func:`use_compiler`)
+and only loads the compiled code they send back. Rendering runs in a worker thread (see
+``services/templates.py``) and yields the GIL as any Python code does.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import json
+import marshal
 import re
 import string
 import time
@@ -46,17 +57,28 @@ from jinja2.nodes import EvalContext
 from jinja2.parser import Parser
 from jinja2.runtime import Context, markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from jinja2.utils import pass_eval_context
+from jinja2.utils import Namespace, pass_eval_context
 from jinja2.visitor import NodeTransformer
-from markupsafe import soft_str
+from markupsafe import Markup, soft_str
+
+from posthorn.mime.overtime import WATCHDOG, Overtime
 
 MAX_RENDER_SECONDS = 1.0
 MAX_OUTPUT_CHARS = 2_000_000
+MAX_DATA_CHARS = 2_000_000  # the template data, measured as text
 MAX_RANGE = 10_000
+# wordwrap splits each line with one regular-expression call that nothing can interrupt:
+# ~0.8 s for a 1 MB line here, 80 ms at this length.
+MAX_WRAP_LINE = 100_000
 # A 100,000-bit integer has ~30,000 digits: beyond Python's int→str limit already, and
 # fast to compute; without a bound ``9 ** (9 ** 9)`` runs for minutes.
 MAX_INT_BITS = 100_000
 COMPILED_CACHE_SIZE = 64
+# Parsing and compiling cost ~30 µs per lexer token (~15 s for 0.5 MB of ``{{a}}``). A
+# template of 30,000 tokens (some 5,000 tags with the text between them) compiles in about
+# a second; the deadline is the backstop for a slower machine.
+MAX_TEMPLATE_TOKENS = 30_000
+MAX_PARSE_SECONDS = 10.0
 
 # Names the compiled code uses for our guards. They contain "-", which the template syntax
 # cannot spell, so no template can call them or shadow them.
@@ -110,6 +132,10 @@ class RenderLimit(TemplateProblem):
         super().__init__(reason)
 
 
+class ParseLimit(TemplateProblem):
+    """The source is too large or took too long to parse and compile."""
+
+
 class RenderFailed(TemplateProblem):
     """The template raised an ordinary error (division by zero, a bad filter argument…)."""
 
@@ -131,9 +157,7 @@ class _Budget:
 
     def tick(self) -> None:
         if time.monotonic() > self.deadline:
-            raise RenderLimit(
-                "time", f"rendering took longer than {self.limits.seconds:g} s and was stopped"
-            )
+            raise _overtime(self.limits)
 
     def spend(self, chars: int) -> None:
         self.output_left -= chars
@@ -159,6 +183,10 @@ def _cap() -> int:
     return budget.limits.output_chars if budget is not None else MAX_OUTPUT_CHARS
 
 
+def _overtime(limits: Limits) -> RenderLimit:
+    return RenderLimit("time", f"rendering took longer than {limits.seconds:g} s and was stopped")
+
+
 def _too_large(cap: int) -> RenderLimit:
     return RenderLimit("size", f"the output would be larger than {cap:,} characters")
 
@@ -172,6 +200,62 @@ def _check_size(chars: int) -> None:
 def _check_result(value: Any) -> Any:
     if isinstance(value, str | bytes | list | tuple | dict):
         _check_size(len(value))
+    return value
+
+
+def _text_size(value: Any, limit: int) -> int:
+    """At least ``len(str(value))``, computed without building the text; the count stops
+    once it passes ``limit``. Nested values count as their ``repr``."""
+    total = 0
+    stack: list[tuple[Any, bool]] = [(value, False)]
+    while stack and total <= limit:
+        item, nested = stack.pop()
+        if isinstance(item, str):
+            total += len(item) if not nested else _repr_size(item)
+        elif isinstance(item, bytes):
+            total += 4 * len(item) + 3
+        elif isinstance(item, bool) or item is None:
+            total += 5
+        elif isinstance(item, int):
+            total += item.bit_length() // 3 + 2
+        elif isinstance(item, float):
+            total += 24
+        elif isinstance(item, Mapping):
+            total += 2 + 4 * len(item)
+            stack.extend((part, True) for pair in item.items() for part in pair)
+        elif isinstance(item, list | tuple | set | frozenset):
+            total += 2 + 2 * len(item)
+            stack.extend((part, True) for part in item)
+        elif isinstance(item, Namespace):
+            total += 13
+            stack.append((object.__getattribute__(item, "_Namespace__attrs"), True))
+        else:
+            # Template-made objects (loops, macros, cyclers…) print as a short repr.
+            total += 100
+        if len(stack) > 10_000:
+            _tick()
+    return total
+
+
+def _repr_size(text: str) -> int:
+    if text.isprintable():
+        return len(text) + 2 + text.count("\\") + text.count("'")
+    # Escapes make it up to ten times longer (\U0001f600): measured in slices, so the
+    # repr made to count it stays small.
+    step = 65_536
+    return 2 + sum(len(repr(text[i : i + step])) - 2 for i in range(0, len(text), step))
+
+
+def _check_text(value: Any) -> None:
+    """Refuse a value whose text would be over the size limit, before it is made."""
+    if not isinstance(value, str):
+        cap = _cap()
+        if _text_size(value, cap) > cap:
+            raise _too_large(cap)
+
+
+def _finalize(value: Any) -> Any:
+    _check_text(value)
     return value
 
 
@@ -198,6 +282,7 @@ def _check_binop(operator: str, left: Any, right: Any) -> None:
             _check_size(len(left) + len(right))
     elif operator == "%" and isinstance(left, str | bytes):
         _check_percent_format(left if isinstance(left, str) else left.decode("latin-1"))
+        _check_text(right)
 
 
 def _check_bits(bits: int) -> None:
@@ -308,11 +393,21 @@ def _pass_arg(func: Callable[..., Any]) -> bool:
 
 
 def _filter_center(a: dict[str, Any]) -> None:
+    _check_text(a["value"])
     if isinstance(a["width"], int):
         _check_size(a["width"])
 
 
+_PASSED_ARGS = frozenset({"eval_ctx", "env", "environment", "context"})
+
+
+def _filter_text(a: dict[str, Any]) -> None:
+    """For filters that turn their value (the first argument) into text first."""
+    _check_text(next(value for key, value in a.items() if key not in _PASSED_ARGS))
+
+
 def _filter_indent(a: dict[str, Any]) -> None:
+    _check_text(a["s"])
     width = a["width"]
     pad = width if isinstance(width, int) else len(soft_str(width))
     text = soft_str(a["s"])
@@ -320,10 +415,13 @@ def _filter_indent(a: dict[str, Any]) -> None:
 
 
 def _filter_format(a: dict[str, Any]) -> None:
+    _check_text(a["value"])
     _check_percent_format(soft_str(a["value"]))
+    _check_text([a["args"], a["kwargs"]])
 
 
 def _filter_replace(a: dict[str, Any]) -> None:
+    _check_text([a["s"], a["old"], a["new"]])
     _check_replace(soft_str(a["s"]), soft_str(a["old"]), soft_str(a["new"]), a["count"])
 
 
@@ -333,6 +431,12 @@ def _filter_join(a: dict[str, Any]) -> None:
         items = map(make_attrgetter(a["eval_ctx"].environment, a["attribute"]), items)
         a["attribute"] = None
     a["value"] = _joinable(soft_str(a["d"]), items)
+
+
+def _filter_wordwrap(a: dict[str, Any]) -> None:
+    _check_text(a["s"])
+    if max(map(len, soft_str(a["s"]).splitlines()), default=0) > MAX_WRAP_LINE:
+        raise RenderLimit("size", f"wordwrap takes lines of at most {MAX_WRAP_LINE:,} characters")
 
 
 def _filter_count(key: str) -> Callable[[dict[str, Any]], None]:
@@ -348,9 +452,18 @@ _FILTER_CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "indent": _filter_indent,
     "format": _filter_format,
     "replace": _filter_replace,
+    "wordwrap": _filter_wordwrap,
     "join": _filter_join,
     "batch": _filter_count("linecount"),
     "slice": _filter_count("slices"),
+    **dict.fromkeys(
+        (
+            *("string", "pprint", "urlencode", "xmlattr", "wordcount", "truncate", "title"),
+            *("e", "escape", "forceescape", "safe", "upper", "lower", "capitalize"),
+            *("striptags", "urlize", "trim"),
+        ),
+        _filter_text,
+    ),
 }
 
 
@@ -361,8 +474,34 @@ def _loop_guard(iterable: Iterable[Any]) -> Iterator[Any]:
 
 
 @pass_eval_context
+def _tojson(eval_ctx: EvalContext, value: Any, indent: int | None = None) -> Markup:
+    """Jinja's ``tojson``, written piece by piece so that it stops at the size limit
+    instead of after building the whole text (and four escaped copies of it)."""
+    kwargs = dict(eval_ctx.environment.policies["json.dumps_kwargs"])
+    encoder = json.JSONEncoder(**kwargs, indent=indent)
+    cap = _cap()
+    parts: list[str] = []
+    total = 0
+    for chunk in encoder.iterencode(value):
+        safe = (
+            chunk.replace("<", "\\u003c")
+            .replace(">", "\\u003e")
+            .replace("&", "\\u0026")
+            .replace("'", "\\u0027")
+        )
+        total += len(safe)
+        if total > cap:
+            raise _too_large(cap)
+        parts.append(safe)
+        _tick()
+    # Safe as Jinja's own: every character that could end a script or attribute is escaped.
+    return Markup("".join(parts))  # noqa: S704
+
+
+@pass_eval_context
 def _concat_guard(eval_ctx: EvalContext, items: list[Any]) -> str:
     """``a ~ b``: measured before joining, then joined as Jinja would (escaping in HTML)."""
+    _check_text(items[0] if len(items) == 1 else list(items))
     parts = [soft_str(item) for item in items]
     _check_size(sum(len(part) for part in parts))
     _tick()
@@ -403,12 +542,14 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         super().__init__(
             autoescape=html,
             undefined=StrictUndefined,
+            finalize=_finalize,
             optimized=False,
             auto_reload=False,
             cache_size=0,
         )
         self.globals = {name: self.globals[name] for name in _GLOBALS}
         self.globals["range"] = _range
+        self.filters["tojson"] = _tojson
         self.filters = {name: _guard_filter(name, f) for name, f in self.filters.items()}
         self.filters[_LOOP] = _loop_guard
         self.filters[_CONCAT] = _concat_guard
@@ -435,9 +576,17 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
         wrapped = super().wrap_str_format(value)
-        if wrapped is not None:
-            _check_brace_format(str(value.__self__))
-        return wrapped
+        if wrapped is None:
+            return None
+        _check_brace_format(str(value.__self__))
+        formatter = wrapped
+
+        @functools.wraps(formatter)
+        def measured(*args: Any, **kwargs: Any) -> str:
+            _check_text([*args, *kwargs.values()])
+            return formatter(*args, **kwargs)
+
+        return measured
 
     def call(
         __self,  # noqa: N805 (Jinja's own signature: keyword arguments may be named "self")
@@ -464,17 +613,52 @@ _REFUSED_NODES: tuple[type[nodes.Node], ...] = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """A parsed and compiled source: the code of its module (``marshal``) and the variables
+    it reads. Plain bytes, so a child process can make it (see ``services/template_compiler``)."""
+
+    code: bytes
+    variables: frozenset[str]
+
+
+Compiler = Callable[[str, bool], Compiled]
+
+
+def use_compiler(compiler: Compiler) -> None:
+    """Set how sources are compiled in this process (the composition root's choice; the
+    default compiles in the calling thread). Compiled templates are cached either way."""
+    global _compiler
+    _compiler = compiler
+    _load.cache_clear()
+
+
 def parse(source: str, *, html: bool = False) -> Any:
     """Compile ``source`` (cached); :class:`TemplateSyntax` with the line and column of the
-    first error. ``html`` turns autoescaping on."""
-    return _compile(source, html)
+    first error, :class:`ParseLimit` for a source too large to parse. ``html`` turns
+    autoescaping on."""
+    return _load(source, html)[0]
 
 
 @functools.lru_cache(maxsize=COMPILED_CACHE_SIZE)
-def _compile(source: str, html: bool) -> Any:
+def _load(source: str, html: bool) -> tuple[Any, frozenset[str]]:
+    compiled = _compiler(source, html)
     env = _ENVIRONMENTS[html]
+    code = marshal.loads(compiled.code)  # noqa: S302 - made by compile_source, never by a user
+    template = env.template_class.from_code(env, code, env.make_globals(None))
+    return template, compiled.variables
+
+
+def compile_source(source: str, html: bool, *, seconds: float = MAX_PARSE_SECONDS) -> Compiled:
+    """Parse, check and compile one source (pure CPU work: run it where it cannot hold up
+    an event loop). At most :data:`MAX_TEMPLATE_TOKENS` lexer tokens and ``seconds``."""
+    env = _ENVIRONMENTS[html]
+    deadline = time.monotonic() + seconds
     try:
-        tree = env.parse(source)
+        parser = Parser(env, source)
+        tokens = _counted(env.lexer.tokeniter(source, None), deadline, seconds)
+        parser.stream = TokenStream(env.lexer.wrap(tokens), None, None)
+        tree = parser.parse()
         for refused in tree.find_all(_REFUSED_NODES):
             raise TemplateSyntax(
                 f"'{type(refused).__name__.lower()}' is not available: templates are "
@@ -482,15 +666,35 @@ def _compile(source: str, html: bool) -> Any:
                 line=refused.lineno,
                 column=None,
             )
+        found: set[str] = meta.find_undeclared_variables(tree)
         _Guards().visit(tree)
-        return env.from_string(tree)
+        code = env.compile(tree)
     except TemplateSyntaxError as exc:
         line = exc.lineno or None
         raise TemplateSyntax(
             exc.message or "syntax error", line=line, column=_column(env, source, line)
         ) from None
-    except RecursionError:
+    except (RecursionError, SyntaxError):
+        # SyntaxError: Python's own compiler refuses what Jinja made of deep nesting.
         raise TemplateSyntax("the template is nested too deeply", line=None, column=None) from None
+    return Compiled(marshal.dumps(code), frozenset(found))
+
+
+def _counted(
+    tokens: Iterator[tuple[int, str, str]], deadline: float, seconds: float
+) -> Iterator[tuple[int, str, str]]:
+    for count, token in enumerate(tokens, 1):
+        if count > MAX_TEMPLATE_TOKENS:
+            raise ParseLimit(
+                f"the template has more than {MAX_TEMPLATE_TOKENS:,} tags, names and "
+                "other pieces; split it or move repeated parts into a loop"
+            )
+        if count % 256 == 0 and time.monotonic() > deadline:
+            raise ParseLimit(f"parsing took longer than {seconds:g} s")
+        yield token
+
+
+_compiler: Compiler = compile_source
 
 
 def _column(env: _Sandbox, source: str, line: int | None) -> int | None:
@@ -546,12 +750,10 @@ def _variables(part: str, source: str | None, html: bool) -> set[str]:
     if source is None:
         return set()
     try:
-        parse(source, html=html)
+        return set(_load(source, html)[1])
     except TemplateProblem as exc:
         exc.part = part
         raise
-    found: set[str] = meta.find_undeclared_variables(_ENVIRONMENTS[html].parse(source))
-    return found
 
 
 # ── rendering ───────────────────────────────────────────────────────────────────────────
@@ -569,6 +771,7 @@ def render(
 ) -> str:
     """Render one source with its own time and size budget."""
     budget = _Budget(time.monotonic() + limits.seconds, limits.output_chars, limits)
+    _check_data(data)
     return _render(source, data, html=html, budget=budget)
 
 
@@ -582,6 +785,7 @@ def render_parts(
 ) -> RenderedTemplate:
     """Render the three parts of a template; they share one time and size budget."""
     budget = _Budget(time.monotonic() + limits.seconds, limits.output_chars, limits)
+    _check_data(data)
     results: dict[str, str | None] = {}
     for part, source, escaped in (("subject", subject, False), ("html", html, True)):
         results[part] = None if source is None else _part(part, source, data, escaped, budget)
@@ -589,6 +793,16 @@ def render_parts(
     return RenderedTemplate(
         subject=results["subject"] or "", html=results["html"], text=results["text"]
     )
+
+
+def _check_data(data: Mapping[str, Any]) -> None:
+    """Data larger than any output it could make is refused before the render starts."""
+    if _text_size(data, MAX_DATA_CHARS) > MAX_DATA_CHARS:
+        problem = RenderLimit(
+            "size", f"the template data is larger than {MAX_DATA_CHARS:,} characters"
+        )
+        problem.part = "data"
+        raise problem
 
 
 def _part(part: str, source: str, data: Mapping[str, Any], html: bool, budget: _Budget) -> str:
@@ -604,9 +818,12 @@ def _render(source: str, data: Mapping[str, Any], *, html: bool, budget: _Budget
     token = _budget.set(budget)
     chunks: list[str] = []
     try:
-        for chunk in template.generate(dict(data)):
-            budget.spend(len(chunk))
-            chunks.append(chunk)
+        with WATCHDOG.deadline(budget.deadline):
+            for chunk in template.generate(dict(data)):
+                budget.spend(len(chunk))
+                chunks.append(chunk)
+    except Overtime:
+        raise _overtime(budget.limits) from None
     except TemplateProblem:
         raise
     except SecurityError as exc:

@@ -21,12 +21,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from posthorn.domain.addresses import AddressError, format_address, parse_address
 from posthorn.domain.permissions import Permission
 from posthorn.errors import Conflict, InvalidRequest, NotFound, PermissionDenied, TooLarge
-from posthorn.mime import templating
 from posthorn.mime.compose import Attachment
 from posthorn.services.accounts import Principal
 from posthorn.services.domains import Domains
 from posthorn.services.email_rows import check_schedule
-from posthorn.services.templates import Templates, invalid
+from posthorn.services.templates import Templates
 from posthorn.settings import Settings
 from posthorn.store import bulk as repo
 from posthorn.store import lists as lists_repo
@@ -158,10 +157,12 @@ class Bulk:
         if len(subject) > MAX_SUBJECT_CHARS or any(c in subject for c in "\r\n\x00"):
             raise InvalidRequest("subject_invalid", field="subject")
         if job.personalize and job.template_id is None:
-            try:
-                templating.variables(subject, job.html, job.text)
-            except templating.TemplateProblem as problem:
-                raise invalid(problem) from None
+            # Inline sources are rendered as templates: the same size cap and parse (off the
+            # event loop) as stored ones; a personal letter's body has the size cap.
+            await self._templates.variables(subject, job.html, job.text)
+            for position, recipient in enumerate(job.recipients):
+                # Parsed when sent: a syntax error fails that letter only.
+                self._templates.check_sizes(**{f"recipients[{position}].html": recipient.html})
         if sum(len(a.content) for a in job.attachments) > self._settings.max_message_bytes:
             raise TooLarge(limit=self._settings.max_message_bytes)
         return {

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from posthorn.delivery.dns_query import DnsQuery
+from posthorn.services import template_compiler
 from posthorn.services.accounts import Accounts
 from posthorn.services.bulk import Bulk
 from posthorn.services.dialect_support import DialectSupport
@@ -59,7 +60,8 @@ def build_services(settings: Settings, db: Database | None = None) -> Services:
     db = db or Database(settings.effective_database_url)
     domains = Domains(db, settings, DnsQuery(settings))
     users = Users(db)
-    templates = Templates(db)
+    template_compiler.install()
+    templates = Templates(db, max_source_bytes=settings.max_template_bytes)
     intake = Intake(db, settings, domains, templates)
     stats = Stats(db)
     dialect_support = DialectSupport(db, intake=intake, emails=Emails(db))

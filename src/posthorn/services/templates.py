@@ -1,8 +1,10 @@
 """Email templates: stored Jinja2 sources for subject, HTML and text, rendered with data.
 
 Sources are checked when they are saved, so a syntax error is reported once, with its line
-and column, and never at send time. Rendering (``mime/templating.py``) runs in a worker
-thread: it is CPU work bounded by a time limit, and must not hold up the event loop.
+and column, and never at send time. A source is at most ``max_template_bytes``
+(``POSTHORN_MAX_TEMPLATE_BYTES``); parsing happens in a child process
+(``template_compiler.py``), rendering (``mime/templating.py``) in a worker thread: both are
+CPU work bounded by a time limit, and must not hold up the event loop.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from posthorn.mime import templating
 from posthorn.mime.templating import (
     Limits,
     MissingVariable,
+    ParseLimit,
     RenderedTemplate,
     RenderLimit,
     TemplateProblem,
@@ -34,14 +37,22 @@ __all__ = ["RenderedTemplate", "Templates"]
 
 MAX_NAME_CHARS = 200
 MAX_SUBJECT_SOURCE_CHARS = 10_000
-MAX_BODY_SOURCE_CHARS = 1_000_000
+MAX_BODY_SOURCE_CHARS = 4 * 1024 * 1024  # the request schema's bound; the setting is lower
+DEFAULT_MAX_SOURCE_BYTES = 512 * 1024
 EDITABLE = ("name", "subject", "html", "text")
 
 
 class Templates:
-    def __init__(self, db: Database, *, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        limits: Limits | None = None,
+        max_source_bytes: int = DEFAULT_MAX_SOURCE_BYTES,
+    ) -> None:
         self._db = db
         self._limits = limits or Limits()
+        self.max_source_bytes = max_source_bytes
 
     async def create(
         self,
@@ -53,7 +64,7 @@ class Templates:
         text: str | None = None,
     ) -> TemplateRow:
         caller.require(Permission.FULL_ACCESS)
-        found = await _checked(name=name, subject=subject, html=html, text=text)
+        found = await self._checked(name=name, subject=subject, html=html, text=text)
         now = utcnow()
         row = TemplateRow(
             id="tpl_" + secrets.token_hex(12),
@@ -94,7 +105,7 @@ class Templates:
         current = await self.get(caller.account_id, template_id)
         merged = {key: getattr(current, key) for key in EDITABLE}
         merged.update({key: value for key, value in changes.items() if key in EDITABLE})
-        found = await _checked(**merged)
+        found = await self._checked(**merged)
         values = {**merged, "variables": found, "updated_at": utcnow()}
         async with self._db.write() as conn:
             if not await repo.update_template(conn, caller.account_id, template_id, values):
@@ -133,27 +144,45 @@ class Templates:
         except TemplateProblem as problem:
             raise invalid(problem, seconds=self._limits.seconds) from None
 
+    def check_sizes(self, **sources: str | None) -> None:
+        """:class:`InvalidRequest` naming the first source over ``max_source_bytes``."""
+        limit = self.max_source_bytes
+        for field, source in sources.items():
+            if source is not None and _over(source, limit):
+                raise InvalidRequest("template_too_large", field=field, limit=limit)
 
-async def _checked(*, name: Any, subject: Any, html: Any, text: Any) -> list[str]:
-    """Validate the fields and parse the sources; the variables the template uses."""
-    if not isinstance(name, str) or not name.strip():
-        raise InvalidRequest("field_required", field="name")
-    if not isinstance(subject, str) or not subject.strip():
-        raise InvalidRequest("field_required", field="subject")
-    if html is None and text is None:
-        raise InvalidRequest("body_required")
-    for field, value, limit in (
-        ("name", name, MAX_NAME_CHARS),
-        ("subject", subject, MAX_SUBJECT_SOURCE_CHARS),
-        ("html", html, MAX_BODY_SOURCE_CHARS),
-        ("text", text, MAX_BODY_SOURCE_CHARS),
-    ):
-        if value is not None and len(value) > limit:
-            raise InvalidRequest("template_too_long", field=field, limit=limit)
-    try:
-        return await asyncio.to_thread(templating.variables, subject, html, text)
-    except TemplateProblem as problem:
-        raise invalid(problem) from None
+    async def variables(self, subject: str, html: str | None, text: str | None) -> list[str]:
+        """Check the sizes and parse the sources (off the event loop): the variables they
+        read, or :class:`InvalidRequest` naming the part."""
+        self.check_sizes(subject=subject, html=html, text=text)
+        try:
+            return await asyncio.to_thread(templating.variables, subject, html, text)
+        except TemplateProblem as problem:
+            raise invalid(problem) from None
+
+    async def _checked(self, *, name: Any, subject: Any, html: Any, text: Any) -> list[str]:
+        """Validate the fields and parse the sources; the variables the template uses."""
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidRequest("field_required", field="name")
+        if not isinstance(subject, str) or not subject.strip():
+            raise InvalidRequest("field_required", field="subject")
+        if html is None and text is None:
+            raise InvalidRequest("body_required")
+        for field, value, limit in (
+            ("name", name, MAX_NAME_CHARS),
+            ("subject", subject, MAX_SUBJECT_SOURCE_CHARS),
+        ):
+            if len(value) > limit:
+                raise InvalidRequest("template_too_long", field=field, limit=limit)
+        return await self.variables(subject, html, text)
+
+
+def _over(source: str, limit: int) -> bool:
+    """Whether the source is over ``limit`` bytes of UTF-8; encoded only when its length
+    leaves it in doubt (a character is 1 to 4 bytes)."""
+    if len(source) > limit:
+        return True
+    return len(source) * 4 > limit and len(source.encode("utf-8", "surrogatepass")) > limit
 
 
 def invalid(
@@ -183,6 +212,8 @@ def invalid(
             part=field,
             reason=problem.reason,
         )
+    if isinstance(problem, ParseLimit):
+        return InvalidRequest("template_parse_limit", field=field, reason=problem.reason)
     if isinstance(problem, UnsafeTemplate):
         return InvalidRequest("template_unsafe", field=field, reason=problem.reason)
     if isinstance(problem, RenderLimit):
