@@ -208,3 +208,43 @@ async def test_unknown_fields_are_refused_on_every_write(
 
 
 KNOWN = {"domain", "name", "url", "address", "subject", "host"}
+
+
+# 5xx found by fuzzing /openapi.json (tests/acceptance/test_openapi_fuzz.py).
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["x", "text/pl\u00e0in", "application/" + "a" * 243, "text/plain; " + "n=" + "v" * 240],
+)
+async def test_a_bad_attachment_content_type_is_422(
+    http: httpx.AsyncClient, account: dict[str, str], content_type: str
+) -> None:
+    attachment = {"filename": "a.txt", "content": "aGk=", "content_type": content_type}
+    response = await http.post(
+        "/v1/emails", json={**MESSAGE, "attachments": [attachment]}, headers=key(account)
+    )
+    assert response.status_code in (200, 422), response.text
+    if response.status_code == 422:
+        assert response.json()["detail"].startswith("attachments[0]"), response.text
+
+
+async def test_patching_a_relay_field_to_null_is_422(
+    http: httpx.AsyncClient, account: dict[str, str]
+) -> None:
+    created = await http.post(
+        "/v1/relays", json={"name": "r", "host": "relay.example.test"}, headers=key(account)
+    )
+    assert created.status_code == 200, created.text
+    relay_id = created.json()["id"]
+    for field in ("name", "host", "port", "tls", "is_default"):
+        response = await http.patch(
+            f"/v1/relays/{relay_id}", json={field: None}, headers=key(account)
+        )
+        assert response.status_code == 422, (field, response.text)
+        assert response.json()["detail"].startswith(field + ":")
+    cleared = await http.patch(
+        f"/v1/relays/{relay_id}", json={"username": None, "password": None}, headers=key(account)
+    )
+    assert cleared.status_code == 200, cleared.text
+    assert cleared.json()["username"] is None and cleared.json()["has_password"] is False

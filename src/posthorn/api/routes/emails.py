@@ -35,10 +35,16 @@ Sender = SenderDep
 Scheduler = Annotated[Principal, requires(Permission.SENDING_ACCESS)]
 
 
+# RFC 6838 §4.2 type/subtype names (ASCII only), then parameters of printable ASCII.
+MEDIA_TYPE = r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*(;[ -~]*)?$"
+
+
 class AttachmentIn(StrictModel):
     filename: str = Field(min_length=1, max_length=255)
     content: str = Field(description="The file's bytes, base64-encoded.")
-    content_type: str = Field("application/octet-stream", max_length=255)
+    content_type: str = Field(
+        "application/octet-stream", max_length=255, pattern=MEDIA_TYPE, examples=["text/csv"]
+    )
 
 
 class TagIn(StrictModel):
@@ -177,9 +183,12 @@ def _decode(index: int, attachment: AttachmentIn) -> Attachment:
         content = base64.b64decode(attachment.content, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise InvalidRequest("attachment_invalid", field="attachments", index=index) from exc
-    return Attachment(
-        filename=attachment.filename, content=content, content_type=attachment.content_type
-    )
+    try:
+        return Attachment(
+            filename=attachment.filename, content=content, content_type=attachment.content_type
+        )
+    except ValueError as exc:
+        raise InvalidRequest(field=f"attachments[{index}].content_type") from exc
 
 
 def _request(body: SendEmailIn, caller: Principal) -> SendRequest:
