@@ -9,10 +9,6 @@ Python objects) at /v1/emails without a key.
 from __future__ import annotations
 
 import http.client
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.support.web_process import WebProcess
 
 CLIENTS = 8
 BODY_BYTES = 24 * 1024 * 1024
@@ -37,41 +33,9 @@ def _status_kb(pid: int, field: str) -> int:
 
 
 @pytest.fixture
-def web(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("POSTHORN_")},
-        "POSTHORN_DATA_DIR": str(tmp_path / "data"),
-        "POSTHORN_HTTP_PORT": str(port),
-        "POSTHORN_WEB_WORKERS": "1",
-    }
-    migrated = subprocess.run(
-        [sys.executable, "-m", "posthorn", "migrate"],
-        env=env,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
-    assert migrated.returncode == 0, migrated.stderr
-    proc = subprocess.Popen([sys.executable, "-m", "posthorn", "web"], env=env)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "posthorn web exited early"
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("posthorn web did not answer /healthz within 60 s")
-    yield proc, port
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+def web(tmp_path: Path) -> Iterator[WebProcess]:
+    with WebProcess(tmp_path / "data") as process:
+        yield process
 
 
 def _post(port: int, path: str, body: bytes, headers: dict[str, str]) -> int:
@@ -86,23 +50,23 @@ def _post(port: int, path: str, body: bytes, headers: dict[str, str]) -> int:
 
 
 def test_unauthenticated_bodies_are_not_parsed(
-    web: tuple[subprocess.Popen[bytes], int],
+    web: WebProcess,
 ) -> None:
-    proc, port = web
+    pid, port = web.pid, web.port
     body = b"[" + b",".join([b"{}"] * ((BODY_BYTES - 2) // 3)) + b"]"
     # Warm the route up (imports, caches) so that idle is idle.
     for _ in range(3):
         assert _post(port, "/v1/emails", b"[{}]", {}) == 401
-    idle = _status_kb(proc.pid, "VmRSS") * 1024
+    idle = _status_kb(pid, "VmRSS") * 1024
     # Reset the peak resident size (proc(5), clear_refs "5"), then sample as a fallback.
-    Path(f"/proc/{proc.pid}/clear_refs").write_text("5")
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
     peak = idle
     done = threading.Event()
 
     def sample() -> None:
         nonlocal peak
         while not done.is_set():
-            peak = max(peak, _status_kb(proc.pid, "VmRSS") * 1024)
+            peak = max(peak, _status_kb(pid, "VmRSS") * 1024)
             time.sleep(0.005)
 
     sampler = threading.Thread(target=sample)
@@ -113,7 +77,7 @@ def test_unauthenticated_bodies_are_not_parsed(
     finally:
         done.set()
         sampler.join()
-    peak = max(peak, _status_kb(proc.pid, "VmHWM") * 1024)
+    peak = max(peak, _status_kb(pid, "VmHWM") * 1024)
     growth = peak - idle
     print(f"idle RSS {idle / 2**20:.1f} MB, peak {peak / 2**20:.1f} MB, +{growth / 2**20:.1f} MB")
     assert all(status in (401, 413) for status in statuses), statuses
