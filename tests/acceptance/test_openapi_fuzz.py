@@ -102,7 +102,8 @@ def _objects(client: httpx.Client, dns: DnsServer) -> dict[str, str]:
 
 # The schema is read from the application at import (parametrizing happens at collection);
 # a test checks that the running server serves the very same document.
-SPEC = create_app(Settings(data_dir=Path(tempfile.mkdtemp()), secret_key="x" * 40)).openapi()
+with tempfile.TemporaryDirectory() as _data:
+    SPEC = create_app(Settings(data_dir=Path(_data), secret_key="x" * 40)).openapi()
 schema = schemathesis.openapi.from_dict(
     SPEC,
     config=SchemathesisConfig.from_dict(
