@@ -8,6 +8,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from posthorn.messages import pick_language, render
 
+# The body limit of a /v1 route that does not carry a message (keys, domains, webhooks,
+# relays, senders, lists, suppressions...): its largest legitimate body is a few KB.
+SMALL_BODY_BYTES = 16 * 1024
+# Adding up to 1,000 contacts with their variables in one request.
+CONTACTS_BODY_BYTES = 1024 * 1024
+
 
 class BodySizeLimit:
     """Checks ``Content-Length`` up front and counts streamed (chunked) bodies as they come."""

@@ -31,7 +31,9 @@ from posthorn.mime.headers import (
 )
 
 # RFC 6838 §4.2 type and subtype names, optionally followed by printable-ASCII parameters.
-_CONTENT_TYPE = re.compile(r"[A-Za-z0-9][\w!#$&^.+-]*/[A-Za-z0-9][\w!#$&^.+-]*(?:;[ -~]*)?")
+_CONTENT_TYPE = re.compile(
+    r"[A-Za-z0-9][\w!#$&^.+-]*/[A-Za-z0-9][\w!#$&^.+-]*(?:;[ -~]*)?", re.ASCII
+)
 # RFC 5322 §3.6.4 msg-id without its angle brackets: id-left "@" id-right, no white space.
 _MESSAGE_ID = re.compile(r"[!-;=?-~]+@[!-;=?-~]+")
 # The composer writes these itself; a second copy from the caller would be ambiguous at best

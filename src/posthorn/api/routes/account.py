@@ -5,22 +5,22 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from posthorn.api.bodies import StrictModel
 from posthorn.api.deps import PrincipalDep, ServicesDep, requires
 from posthorn.api.formats import timestamp
+from posthorn.api.guard import GuardedRoute
 from posthorn.domain.permissions import Permission
 from posthorn.services.accounts import Principal
 from posthorn.store.accounts import AccountRow
 
-router = APIRouter(prefix="/v1/account", tags=["account"])
+router = APIRouter(prefix="/v1/account", route_class=GuardedRoute, tags=["account"])
 
 FullAccess = Annotated[Principal, requires(Permission.FULL_ACCESS)]
 
 
-class UpdateAccountIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class UpdateAccountIn(StrictModel):
     default_sender: str | None = Field(
         None,
         description='"addr" or "Name <addr>" on one of the account\'s domains: the From of '

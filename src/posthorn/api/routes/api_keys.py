@@ -4,22 +4,25 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from posthorn.api.bodies import StrictModel
 from posthorn.api.deps import PrincipalDep, ServicesDep, requires
 from posthorn.api.formats import timestamp
+from posthorn.api.guard import GuardedRoute
+from posthorn.api.paging import Page, PerPage
 from posthorn.domain.permissions import Permission
 from posthorn.services.accounts import Principal
 from posthorn.store.accounts import ApiKeyRow
 from posthorn.store.tables import utcnow
 
-router = APIRouter(prefix="/v1/api-keys", tags=["api-keys"])
+router = APIRouter(prefix="/v1/api-keys", route_class=GuardedRoute, tags=["api-keys"])
 
 FullAccess = Annotated[Principal, requires(Permission.FULL_ACCESS)]
 
 
-class CreateKeyIn(BaseModel):
+class CreateKeyIn(StrictModel):
     name: str = Field(min_length=1, max_length=200)
     permission: Permission = Permission.FULL_ACCESS
     expires_in_days: int | None = Field(None, description="7, 30, 60, 90, 180 or 365")
@@ -102,8 +105,8 @@ async def create_key(body: CreateKeyIn, svc: ServicesDep, caller: FullAccess) ->
 async def list_keys(
     svc: ServicesDep,
     caller: PrincipalDep,
-    page: Annotated[int, Query(ge=1)] = 1,
-    per_page: Annotated[int, Query(ge=1, le=100)] = 20,
+    page: Page = 1,
+    per_page: PerPage = 20,
 ) -> dict[str, Any]:
     """Active keys, newest first; the key itself is masked."""
     rows, total = await svc.accounts.list_keys(caller.account_id, page=page, per_page=per_page)

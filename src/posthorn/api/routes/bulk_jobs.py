@@ -6,26 +6,29 @@ Creating and cancelling need ``sending_access``; reading needs any key.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
+from posthorn.api.bodies import StrictModel
 from posthorn.api.deps import PrincipalDep, ServicesDep
 from posthorn.api.formats import timestamp
+from posthorn.api.guard import GuardedRoute, message_body
+from posthorn.api.paging import Page, PerPage
 from posthorn.services.bulk import NewJob, NewRecipient
 
-router = APIRouter(prefix="/v1/bulk-jobs", tags=["bulk jobs"])
+router = APIRouter(prefix="/v1/bulk-jobs", route_class=GuardedRoute, tags=["bulk jobs"])
 
 RecipientStatus = Literal["pending", "queued", "skipped", "invalid", "failed", "cancelled"]
 
 
-class RecipientIn(BaseModel):
+class RecipientIn(StrictModel):
     email: str
     variables: dict[str, Any] | None = None
 
 
-class BulkJobIn(BaseModel):
+class BulkJobIn(StrictModel):
     model_config = ConfigDict(populate_by_name=True)
 
     name: str | None = Field(None, max_length=200)
@@ -111,6 +114,7 @@ def _job(row: dict[str, Any]) -> dict[str, Any]:
 
 
 @router.post("", response_model=BulkJobOut, response_model_by_alias=True)
+@message_body
 async def create_job(body: BulkJobIn, svc: ServicesDep, caller: PrincipalDep) -> dict[str, Any]:
     """Create a job for inline ``recipients`` or a ``list_id``; the bulk runner sends it."""
     recipients = [
@@ -139,8 +143,8 @@ async def create_job(body: BulkJobIn, svc: ServicesDep, caller: PrincipalDep) ->
 async def list_jobs(
     svc: ServicesDep,
     caller: PrincipalDep,
-    page: Annotated[int, Query(ge=1)] = 1,
-    per_page: Annotated[int, Query(ge=1, le=100)] = 20,
+    page: Page = 1,
+    per_page: PerPage = 20,
 ) -> dict[str, Any]:
     rows, total = await svc.bulk.page(caller.account_id, page=page, per_page=per_page)
     return {"data": [_job(r) for r in rows], "total": total, "page": page, "per_page": per_page}
@@ -158,8 +162,8 @@ async def list_recipients(
     svc: ServicesDep,
     caller: PrincipalDep,
     status: RecipientStatus | None = None,
-    page: Annotated[int, Query(ge=1)] = 1,
-    per_page: Annotated[int, Query(ge=1, le=100)] = 20,
+    page: Page = 1,
+    per_page: PerPage = 20,
 ) -> dict[str, Any]:
     """What became of each recipient, in the order they were given."""
     rows, total = await svc.bulk.recipients(

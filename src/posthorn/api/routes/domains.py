@@ -7,18 +7,21 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field, StrictBool, field_validator
 
+from posthorn.api.bodies import StrictModel
 from posthorn.api.deps import PrincipalDep, ServicesDep
 from posthorn.api.formats import timestamp
+from posthorn.api.guard import GuardedRoute
+from posthorn.api.paging import Page, PerPage
 from posthorn.services.domains import DomainView
 
-router = APIRouter(prefix="/v1/domains", tags=["domains"])
+router = APIRouter(prefix="/v1/domains", route_class=GuardedRoute, tags=["domains"])
 
 
-class CreateDomainIn(BaseModel):
+class CreateDomainIn(StrictModel):
     domain: str = Field(description="e.g. yourdomain.com", max_length=300)
 
 
-class UpdateDomainIn(BaseModel):
+class UpdateDomainIn(StrictModel):
     daily_limit: int | None = Field(None, ge=0)
     hourly_limit: int | None = Field(None, ge=0)
     monthly_limit: int | None = Field(None, ge=0)
@@ -133,8 +136,8 @@ def _out(view: DomainView) -> dict[str, Any]:
 async def list_domains(
     svc: ServicesDep,
     caller: PrincipalDep,
-    page: Annotated[int, Query(ge=1)] = 1,
-    per_page: Annotated[int, Query(ge=1, le=100)] = 20,
+    page: Page = 1,
+    per_page: PerPage = 20,
     search: Annotated[str | None, Query(max_length=253)] = None,
 ) -> dict[str, Any]:
     rows, total, verified = await svc.domains.page(

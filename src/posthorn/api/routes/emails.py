@@ -11,9 +11,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from posthorn.api.bodies import StrictModel
 from posthorn.api.deps import PrincipalDep, SenderDep, ServicesDep, requires
 from posthorn.api.errors import field_path, language_of, status_for
 from posthorn.api.formats import parse_timestamp, timestamp
+from posthorn.api.guard import GuardedRoute, message_body
+from posthorn.api.paging import Page, PerPage
 from posthorn.domain.permissions import Permission
 from posthorn.domain.statuses import PENDING, Status, label
 from posthorn.errors import InvalidRequest, PosthornError
@@ -24,7 +27,7 @@ from posthorn.services.admission import Accepted
 from posthorn.services.emails import EmailDetail, parse_statuses
 from posthorn.services.intake import SendRequest, Tag
 
-router = APIRouter(prefix="/v1/emails", tags=["emails"])
+router = APIRouter(prefix="/v1/emails", route_class=GuardedRoute, tags=["emails"])
 
 # Sending uses the cached key look-up (intake re-checks revocation when it queues);
 # changing an email already queued checks the key in full.
@@ -32,13 +35,19 @@ Sender = SenderDep
 Scheduler = Annotated[Principal, requires(Permission.SENDING_ACCESS)]
 
 
-class AttachmentIn(BaseModel):
+# RFC 6838 §4.2 type/subtype names (ASCII only), then parameters of printable ASCII.
+MEDIA_TYPE = r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*(;[ -~]*)?$"
+
+
+class AttachmentIn(StrictModel):
     filename: str = Field(min_length=1, max_length=255)
     content: str = Field(description="The file's bytes, base64-encoded.")
-    content_type: str = Field("application/octet-stream", max_length=255)
+    content_type: str = Field(
+        "application/octet-stream", max_length=255, pattern=MEDIA_TYPE, examples=["text/csv"]
+    )
 
 
-class TagIn(BaseModel):
+class TagIn(StrictModel):
     name: str
     value: str = ""
 
@@ -47,7 +56,7 @@ def _as_list(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
-class SendEmailIn(BaseModel):
+class SendEmailIn(StrictModel):
     model_config = ConfigDict(populate_by_name=True)
 
     from_: str = Field(alias="from", description='"Name <email@domain.com>" or "email@domain.com"')
@@ -174,9 +183,12 @@ def _decode(index: int, attachment: AttachmentIn) -> Attachment:
         content = base64.b64decode(attachment.content, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise InvalidRequest("attachment_invalid", field="attachments", index=index) from exc
-    return Attachment(
-        filename=attachment.filename, content=content, content_type=attachment.content_type
-    )
+    try:
+        return Attachment(
+            filename=attachment.filename, content=content, content_type=attachment.content_type
+        )
+    except ValueError as exc:
+        raise InvalidRequest(field=f"attachments[{index}].content_type") from exc
 
 
 def _request(body: SendEmailIn, caller: Principal) -> SendRequest:
@@ -227,6 +239,7 @@ IdempotencyKey = Annotated[
 
 
 @router.post("", response_model=SendEmailOut, response_model_by_alias=True)
+@message_body
 async def send_email(
     body: SendEmailIn, svc: ServicesDep, caller: Sender, idempotency_key: IdempotencyKey = None
 ) -> dict[str, Any]:
@@ -239,6 +252,7 @@ MAX_BATCH = 500
 
 
 @router.post("/batch", response_model=BatchOut, response_model_by_alias=True)
+@message_body
 async def send_batch(
     request: Request,
     body: Annotated[list[dict[str, Any]], Body(max_length=MAX_BATCH)],
@@ -283,7 +297,7 @@ async def cancel_email(email_id: str, svc: ServicesDep, caller: Scheduler) -> di
     return _detail(await svc.emails.cancel(caller.account_id, email_id))
 
 
-class RescheduleIn(BaseModel):
+class RescheduleIn(StrictModel):
     scheduled_at: datetime
 
 
@@ -308,8 +322,8 @@ def time_filter(name: str, value: str | None) -> datetime | None:
 async def list_emails(
     svc: ServicesDep,
     caller: PrincipalDep,
-    page: Annotated[int, Query(ge=1)] = 1,
-    per_page: Annotated[int, Query(ge=1, le=100)] = 20,
+    page: Page = 1,
+    per_page: PerPage = 20,
     status: Annotated[str | None, Query(description="Comma list of statuses")] = None,
     created_at_from: str | None = None,
     created_at_to: str | None = None,

@@ -15,18 +15,22 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from posthorn.api.bodies import StrictModel
 from posthorn.api.deps import PrincipalDep, ServicesDep
 from posthorn.api.formats import timestamp
+from posthorn.api.guard import GuardedRoute, body_limit
+from posthorn.api.limits import CONTACTS_BODY_BYTES
+from posthorn.api.paging import Page, PerPage
 from posthorn.domain.permissions import Permission
 from posthorn.errors import InvalidRequest, MalformedRequest
 
-router = APIRouter(prefix="/v1/lists", tags=["lists"])
+router = APIRouter(prefix="/v1/lists", route_class=GuardedRoute, tags=["lists"])
 
 READ_CHUNK = 64 * 1024
 CSV_TYPES = frozenset({"text/csv", "application/csv", "text/plain", "application/octet-stream"})
 
 
-class ListIn(BaseModel):
+class ListIn(StrictModel):
     name: str = Field(min_length=1, max_length=200)
 
 
@@ -52,7 +56,7 @@ class ListPageOut(BaseModel):
     per_page: int
 
 
-class ContactIn(BaseModel):
+class ContactIn(StrictModel):
     email: str | None = None
     variables: dict[str, Any] | None = None
     contacts: list[dict[str, Any]] | None = Field(
@@ -60,7 +64,7 @@ class ContactIn(BaseModel):
     )
 
 
-class ContactPatch(BaseModel):
+class ContactPatch(StrictModel):
     status: Literal["subscribed", "unsubscribed"] | None = None
     variables: dict[str, Any] | None = None
 
@@ -117,8 +121,8 @@ def _contact(row: dict[str, Any]) -> dict[str, Any]:
 async def list_lists(
     svc: ServicesDep,
     caller: PrincipalDep,
-    page: Annotated[int, Query(ge=1)] = 1,
-    per_page: Annotated[int, Query(ge=1, le=100)] = 20,
+    page: Page = 1,
+    per_page: PerPage = 20,
 ) -> dict[str, Any]:
     rows, total = await svc.lists.page(caller.account_id, page=page, per_page=per_page)
     return {"data": [_list(r) for r in rows], "total": total, "page": page, "per_page": per_page}
@@ -155,8 +159,8 @@ async def list_contacts(
     caller: PrincipalDep,
     search: Annotated[str | None, Query(max_length=320)] = None,
     status: Literal["subscribed", "unsubscribed"] | None = None,
-    page: Annotated[int, Query(ge=1)] = 1,
-    per_page: Annotated[int, Query(ge=1, le=100)] = 20,
+    page: Page = 1,
+    per_page: PerPage = 20,
 ) -> dict[str, Any]:
     rows, total = await svc.lists.contacts(
         caller.account_id, list_id, page=page, per_page=per_page, search=search, status=status
@@ -165,6 +169,7 @@ async def list_contacts(
 
 
 @router.post("/{list_id}/contacts", response_model=ContactOut | ImportOut)
+@body_limit(CONTACTS_BODY_BYTES)
 async def add_contacts(
     list_id: str, body: ContactIn, svc: ServicesDep, caller: PrincipalDep
 ) -> dict[str, Any]:

@@ -9,10 +9,12 @@ from pydantic import BaseModel
 
 from posthorn.api.deps import PrincipalDep, ServicesDep
 from posthorn.api.formats import timestamp
+from posthorn.api.guard import GuardedRoute
+from posthorn.api.paging import Page, PerPage
 from posthorn.api.routes.emails import StatOut, time_filter
 from posthorn.domain.statuses import label
 
-router = APIRouter(prefix="/v1/logs", tags=["logs"])
+router = APIRouter(prefix="/v1/logs", route_class=GuardedRoute, tags=["logs"])
 
 EVENT_LABELS = {"queued": "Queued", "sent": "Sent", "failed": "Failed"}
 
@@ -42,8 +44,8 @@ class LogListOut(BaseModel):
 async def list_logs(
     svc: ServicesDep,
     caller: PrincipalDep,
-    page: Annotated[int, Query(ge=1)] = 1,
-    per_page: Annotated[int, Query(ge=1, le=100)] = 20,
+    page: Page = 1,
+    per_page: PerPage = 20,
     log_after: str | None = None,
     log_before: str | None = None,
     action: Annotated[

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from fastapi import APIRouter
+from pydantic import BaseModel, Field, field_validator
 
+from posthorn.api.bodies import StrictModel
 from posthorn.api.deps import PrincipalDep, ServicesDep
 from posthorn.api.formats import timestamp
+from posthorn.api.guard import GuardedRoute
+from posthorn.api.paging import Page, PerPage
 
-router = APIRouter(prefix="/v1/relays", tags=["relays"])
+router = APIRouter(prefix="/v1/relays", route_class=GuardedRoute, tags=["relays"])
 
 
-class RelayIn(BaseModel):
+class RelayIn(StrictModel):
     name: str = Field(min_length=1, max_length=200)
     host: str = Field(min_length=1, max_length=255)
     port: int = Field(587, ge=1, le=65535)
@@ -23,7 +26,7 @@ class RelayIn(BaseModel):
     is_default: bool = False
 
 
-class RelayPatch(BaseModel):
+class RelayPatch(StrictModel):
     name: str | None = Field(None, min_length=1, max_length=200)
     host: str | None = Field(None, min_length=1, max_length=255)
     port: int | None = Field(None, ge=1, le=65535)
@@ -31,6 +34,14 @@ class RelayPatch(BaseModel):
     username: str | None = Field(None, max_length=255)
     password: str | None = Field(None, max_length=1024)
     is_default: bool | None = None
+
+    # Left out, a field keeps its value; only the credentials can be cleared with null.
+    @field_validator("name", "host", "port", "tls", "is_default")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("may not be null")
+        return value
 
 
 class RelayOut(BaseModel):
@@ -77,8 +88,8 @@ def _out(row: dict[str, Any]) -> dict[str, Any]:
 async def list_relays(
     svc: ServicesDep,
     caller: PrincipalDep,
-    page: Annotated[int, Query(ge=1)] = 1,
-    per_page: Annotated[int, Query(ge=1, le=100)] = 20,
+    page: Page = 1,
+    per_page: PerPage = 20,
 ) -> dict[str, Any]:
     rows, total = await svc.relays.page(caller.account_id, page=page, per_page=per_page)
     return {"data": [_out(r) for r in rows], "total": total, "page": page, "per_page": per_page}

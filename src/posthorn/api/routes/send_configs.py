@@ -8,8 +8,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
+from posthorn.api.bodies import StrictModel
 from posthorn.api.deps import PrincipalDep, ServicesDep, requires
 from posthorn.api.formats import timestamp
+from posthorn.api.guard import GuardedRoute
+from posthorn.api.paging import Page, PerPage
 from posthorn.api.routes.emails import time_filter
 from posthorn.api.routes.stats import StatsOut
 from posthorn.domain.permissions import Permission
@@ -17,7 +20,7 @@ from posthorn.services.accounts import Principal
 from posthorn.services.send_configs import CreatedConfig
 from posthorn.store.send_configs import SendConfigRow
 
-router = APIRouter(prefix="/v1/send-configs", tags=["send-configs"])
+router = APIRouter(prefix="/v1/send-configs", route_class=GuardedRoute, tags=["send-configs"])
 
 FullAccess = Annotated[Principal, requires(Permission.FULL_ACCESS)]
 
@@ -25,7 +28,7 @@ CLEARABLE = ("subject", "addresser", "ip_allowlist")  # null clears these; other
 SUBJECT = "Overrides the template's subject; Jinja2, rendered with the request's attribs"
 
 
-class CreateConfigIn(BaseModel):
+class CreateConfigIn(StrictModel):
     name: str = Field(min_length=1, max_length=200)
     template_id: str = Field(min_length=1, max_length=40)
     subject: str | None = Field(None, description=SUBJECT)
@@ -40,7 +43,7 @@ class CreateConfigIn(BaseModel):
     unsubscribe: bool = Field(False, description="Add an unsubscribe link and List-Unsubscribe")
 
 
-class UpdateConfigIn(BaseModel):
+class UpdateConfigIn(StrictModel):
     name: str | None = Field(None, min_length=1, max_length=200)
     template_id: str | None = Field(None, min_length=1, max_length=40)
     subject: str | None = Field(None, description=SUBJECT + "; null clears it")
@@ -115,8 +118,8 @@ async def create_config(
 async def list_configs(
     svc: ServicesDep,
     caller: PrincipalDep,
-    page: Annotated[int, Query(ge=1)] = 1,
-    per_page: Annotated[int, Query(ge=1, le=100)] = 20,
+    page: Page = 1,
+    per_page: PerPage = 20,
 ) -> dict[str, Any]:
     """The account's send configurations, newest first; keys masked."""
     rows, total = await svc.send_configs.page(caller.account_id, page=page, per_page=per_page)

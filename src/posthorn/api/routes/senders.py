@@ -7,20 +7,23 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
+from posthorn.api.bodies import StrictModel
 from posthorn.api.deps import PrincipalDep, ServicesDep
 from posthorn.api.formats import timestamp
+from posthorn.api.guard import GuardedRoute
+from posthorn.api.paging import Page, PerPage
 from posthorn.errors import NotFound
 
-router = APIRouter(prefix="/v1/senders", tags=["senders"])
+router = APIRouter(prefix="/v1/senders", route_class=GuardedRoute, tags=["senders"])
 
 
-class CreateSenderIn(BaseModel):
+class CreateSenderIn(StrictModel):
     account: str = Field(description="The sender address, e.g. noreply@yourdomain.com")
     domain: str = Field(description="Its verified domain, e.g. yourdomain.com")
     password: str = Field(description="The SMTP password, at least 8 characters")
 
 
-class UpdateSenderIn(BaseModel):
+class UpdateSenderIn(StrictModel):
     active: bool | None = None
     daily_limit: int | None = Field(None, ge=0)
     hourly_limit: int | None = Field(None, ge=0)
@@ -84,8 +87,8 @@ async def create_sender(
 async def list_senders(
     svc: ServicesDep,
     caller: PrincipalDep,
-    page: Annotated[int, Query(ge=1)] = 1,
-    per_page: Annotated[int, Query(ge=1, le=100)] = 20,
+    page: Page = 1,
+    per_page: PerPage = 20,
     search: Annotated[str | None, Query(max_length=320)] = None,
 ) -> dict[str, Any]:
     rows, total = await svc.senders.page(

@@ -9,9 +9,10 @@ from pydantic import BaseModel, Field
 
 from posthorn.api.deps import PrincipalDep, ServicesDep
 from posthorn.api.formats import timestamp
+from posthorn.api.guard import GuardedRoute
 from posthorn.api.routes.emails import time_filter
 
-router = APIRouter(prefix="/v1/stats", tags=["stats"])
+router = APIRouter(prefix="/v1/stats", route_class=GuardedRoute, tags=["stats"])
 
 
 class CountsOut(BaseModel):

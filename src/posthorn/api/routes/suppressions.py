@@ -7,13 +7,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
+from posthorn.api.bodies import StrictModel
 from posthorn.api.deps import PrincipalDep, ServicesDep
 from posthorn.api.formats import timestamp
+from posthorn.api.guard import GuardedRoute
+from posthorn.api.paging import Page, PerPage
 
-router = APIRouter(prefix="/v1/suppressions", tags=["suppressions"])
+router = APIRouter(prefix="/v1/suppressions", route_class=GuardedRoute, tags=["suppressions"])
 
 
-class SuppressionIn(BaseModel):
+class SuppressionIn(StrictModel):
     address: str = Field(max_length=320)
     reason: str = Field("manual", description="bounce, complaint, unsubscribe or manual")
 
@@ -49,8 +52,8 @@ class DeletedOut(BaseModel):
 async def list_suppressions(
     svc: ServicesDep,
     caller: PrincipalDep,
-    page: Annotated[int, Query(ge=1)] = 1,
-    per_page: Annotated[int, Query(ge=1, le=100)] = 20,
+    page: Page = 1,
+    per_page: PerPage = 20,
     reason: str | None = None,
     search: Annotated[str | None, Query(max_length=320)] = None,
 ) -> dict[str, Any]:

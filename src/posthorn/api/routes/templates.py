@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from posthorn.api.bodies import StrictModel
 from posthorn.api.deps import PrincipalDep, ServicesDep, requires
 from posthorn.api.formats import timestamp
+from posthorn.api.guard import GuardedRoute, message_body
+from posthorn.api.paging import Page, PerPage
 from posthorn.domain.permissions import Permission
 from posthorn.services.accounts import Principal
 from posthorn.services.templates import (
@@ -18,28 +21,28 @@ from posthorn.services.templates import (
 )
 from posthorn.store.templates import TemplateRow
 
-router = APIRouter(prefix="/v1/templates", tags=["templates"])
+router = APIRouter(prefix="/v1/templates", route_class=GuardedRoute, tags=["templates"])
 
 FullAccess = Annotated[Principal, requires(Permission.FULL_ACCESS)]
 
 SYNTAX = "Jinja2 syntax, e.g. {{ name }}; autoescaped in html"
 
 
-class CreateTemplateIn(BaseModel):
+class CreateTemplateIn(StrictModel):
     name: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
     subject: str = Field(min_length=1, max_length=MAX_SUBJECT_SOURCE_CHARS, description=SYNTAX)
     html: str | None = Field(None, max_length=MAX_BODY_SOURCE_CHARS, description=SYNTAX)
     text: str | None = Field(None, max_length=MAX_BODY_SOURCE_CHARS, description=SYNTAX)
 
 
-class UpdateTemplateIn(BaseModel):
+class UpdateTemplateIn(StrictModel):
     name: str | None = Field(None, min_length=1, max_length=MAX_NAME_CHARS)
     subject: str | None = Field(None, min_length=1, max_length=MAX_SUBJECT_SOURCE_CHARS)
     html: str | None = Field(None, max_length=MAX_BODY_SOURCE_CHARS, description="null removes")
     text: str | None = Field(None, max_length=MAX_BODY_SOURCE_CHARS, description="null removes")
 
 
-class RenderIn(BaseModel):
+class RenderIn(StrictModel):
     data: dict[str, Any] = Field(default_factory=dict, description="The template's variables")
 
 
@@ -97,6 +100,7 @@ def _out(row: TemplateRow) -> dict[str, Any]:
 
 
 @router.post("", response_model=TemplateOut)
+@message_body
 async def create_template(
     body: CreateTemplateIn, svc: ServicesDep, caller: FullAccess
 ) -> dict[str, Any]:
@@ -111,8 +115,8 @@ async def create_template(
 async def list_templates(
     svc: ServicesDep,
     caller: PrincipalDep,
-    page: Annotated[int, Query(ge=1)] = 1,
-    per_page: Annotated[int, Query(ge=1, le=100)] = 20,
+    page: Page = 1,
+    per_page: PerPage = 20,
 ) -> dict[str, Any]:
     """Templates newest first, without their bodies (GET one for those)."""
     rows, total = await svc.templates.page(caller.account_id, page=page, per_page=per_page)
@@ -130,6 +134,7 @@ async def get_template(template_id: str, svc: ServicesDep, caller: PrincipalDep)
 
 
 @router.patch("/{template_id}", response_model=TemplateOut)
+@message_body
 async def update_template(
     template_id: str, body: UpdateTemplateIn, svc: ServicesDep, caller: FullAccess
 ) -> dict[str, Any]:
@@ -145,6 +150,7 @@ async def delete_template(template_id: str, svc: ServicesDep, caller: FullAccess
 
 
 @router.post("/{template_id}/render", response_model=RenderedOut)
+@message_body
 async def render_template(
     template_id: str, body: RenderIn, svc: ServicesDep, caller: PrincipalDep
 ) -> dict[str, Any]:

@@ -2,29 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from posthorn.api.bodies import StrictModel
 from posthorn.api.deps import PrincipalDep, ServicesDep
 from posthorn.api.formats import timestamp
+from posthorn.api.guard import GuardedRoute
+from posthorn.api.paging import Page, PerPage
 from posthorn.domain.ssrf import MAX_URL_LENGTH
 from posthorn.domain.webhook_payloads import WEBHOOK_EVENTS, webhook_type
 from posthorn.services.webhooks import WebhookView, WithSecret
 
-router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+router = APIRouter(prefix="/v1/webhooks", route_class=GuardedRoute, tags=["webhooks"])
 
 EVENTS_DOC = "Event types to receive, from: " + ", ".join(WEBHOOK_EVENTS) + ". Empty: all."
 
 
-class CreateWebhookIn(BaseModel):
+class CreateWebhookIn(StrictModel):
     url: str = Field(max_length=MAX_URL_LENGTH, description="http(s) URL on a public address")
     events: list[str] = Field(default_factory=list, max_length=100, description=EVENTS_DOC)
     enabled: bool = True
 
 
-class UpdateWebhookIn(BaseModel):
+class UpdateWebhookIn(StrictModel):
     url: str | None = Field(None, max_length=MAX_URL_LENGTH)
     events: list[str] | None = Field(None, max_length=100, description=EVENTS_DOC)
     enabled: bool | None = Field(
@@ -89,10 +92,6 @@ class AttemptListOut(BaseModel):
 class DeletedOut(BaseModel):
     id: str
     deleted: bool
-
-
-Page = Annotated[int, Query(ge=1)]
-PerPage = Annotated[int, Query(ge=1, le=100)]
 
 
 def _out(view: WebhookView) -> dict[str, Any]:
