@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -55,6 +56,9 @@ from posthorn.store.group_commit import GroupCommitter
 from posthorn.store.tables import utcnow
 
 log = logging.getLogger(__name__)
+
+
+COPY_THREADS = 2  # per-recipient copies made at once; CPU-bound, so about one per core
 
 
 class Signer(Protocol):
@@ -108,6 +112,7 @@ class Worker:
         self._routes = Routes(settings, deliverer, relays, make=make_deliverer)
         self._signer = signer
         self._slots = asyncio.Semaphore(settings.worker_concurrency)
+        self._copying = asyncio.Semaphore(COPY_THREADS)
         self._in_flight: dict[int, str] = {}  # delivery id → lease token
         self._per_transaction = settings.destination_recipient_limit
         self._tasks: set[asyncio.Task[None]] = set()
@@ -250,7 +255,7 @@ class Worker:
             results[item.id] = Refused(Attempt(message=note), reason="suppressed")
         if sendable:
             deliverer = await self._routes.for_account(job.items[0].account_id)
-            raw = self._message_for(job)
+            raw = await self._message_for(job)
             signed = await self._signer.sign(job.message.sender.rpartition("@")[2], raw)
             if len(sendable) == 1:
                 (item,) = sendable
@@ -266,8 +271,13 @@ class Worker:
                 results.update(zip((item.id for item in sendable), sent, strict=True))
         return [results[item.id] for item in job.items]
 
-    def _message_for(self, job: _Transaction) -> bytes:
-        """The message the transaction sends: the email's, or its one recipient's copy."""
+    async def _message_for(self, job: _Transaction) -> bytes:
+        """The message the transaction sends: the email's, or its one recipient's copy.
+
+        Making a copy rewrites every link of the body in Python: seconds for a large,
+        link-heavy body. It runs in a thread, a few at a time, so that the heartbeat keeps
+        renewing this worker's leases and its other sessions keep moving meanwhile.
+        """
         personal = job.personal
         if personal is None:
             return job.message.raw
@@ -275,7 +285,8 @@ class Worker:
             return personal.raw
         assert personal.plan is not None
         (item,) = job.items
-        return make_copy(
+        build = functools.partial(
+            make_copy,
             self._settings,
             CopyPlan.loads(personal.plan),
             account_id=item.account_id,
@@ -285,6 +296,8 @@ class Worker:
             html=personal.html,
             text=personal.text,
         )
+        async with self._copying:
+            return await asyncio.to_thread(build)
 
     def _return_path(self, item: queue.ClaimedDelivery) -> str:
         """MAIL FROM: a VERP address naming this delivery, so a bounce finds its way back."""
