@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from posthorn.errors import AuthenticationFailed, LimitExceeded
+from posthorn.services import login_throttle
 from posthorn.services.container import build_services
 from posthorn.settings import Settings
 from posthorn.store.database import Database
@@ -136,3 +137,34 @@ async def test_two_web_processes_on_one_database_share_the_bizmail_limit(
     finally:
         await first.close()
         await second.close()
+
+
+async def test_a_wait_that_runs_out_blocks_no_one(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An attempt that waited too long for a place among the checks in flight is told to try
+    again, but no password was wrong: the network is not marked blocked for the next one."""
+    monkeypatch.setattr(login_throttle, "MAX_WAIT", 0.2)
+    throttle = login_throttle.LoginThrottle(db, scope="smtp", limit=10, window=60)
+    release = asyncio.Event()
+    holding = 0
+
+    async def hold_a_place() -> None:
+        nonlocal holding
+        async with throttle.attempt("127.0.0.9"):
+            holding += 1
+            await release.wait()
+
+    holders = [asyncio.create_task(hold_a_place()) for _ in range(login_throttle.MAX_IN_FLIGHT)]
+    for _ in range(200):
+        if holding == login_throttle.MAX_IN_FLIGHT:
+            break
+        await asyncio.sleep(0.01)
+    with pytest.raises(LimitExceeded):
+        async with throttle.attempt("127.0.0.9"):
+            pass
+    release.set()
+    await asyncio.gather(*holders)
+    assert not throttle.known_blocked("127.0.0.9")
+    async with throttle.attempt("127.0.0.9"):
+        pass  # a place at once: no failure was counted

@@ -40,7 +40,7 @@ from posthorn.store.database import Database
 log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 4  # checks of one client network at once in one process (argon2 each)
-MAX_WAIT = 30.0  # seconds an attempt waits for a place among them
+MAX_WAIT = 10.0  # seconds an attempt waits for a place; well inside the SMTP AUTH timeout
 KNOWN_BLOCKED_MAX = 10_000  # networks remembered as refused, for an answer without I/O
 
 
@@ -139,7 +139,8 @@ class LoginThrottle:
                 return
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise self._refusal(key, 1.0)
+                # Busy, not guessed at: the network is not marked blocked for anyone else.
+                raise LimitExceeded("login_throttled", retry_after=1)
             flight.finished.clear()
             with suppress(TimeoutError):
                 await asyncio.wait_for(flight.finished.wait(), remaining)
