@@ -270,3 +270,23 @@ async def test_a_public_destination_is_accepted_and_private_refused_on_update(
         headers=h(account),
     )
     assert moved.status_code == 422 and "loopback" in moved.json()["detail"]
+
+
+async def test_metadata_is_refused_even_when_private_destinations_are_allowed(
+    http: httpx.AsyncClient, account: dict[str, str], dns: DnsServer
+) -> None:
+    """Tests and internal receivers may allow private addresses; the cloud metadata endpoint
+    stays out of reach all the same, as a literal or behind a name."""
+    dns.add("meta.example.test", "A", "169.254.169.254")
+    for url in (
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fd00:ec2::254]/",
+        "http://meta.example.test/hook",
+    ):
+        response = await http.post("/v1/webhooks", json={"url": url}, headers=h(account))
+        assert response.status_code == 422, (url, response.text)
+        assert "metadata" in response.json()["detail"], url
+    allowed = await http.post(
+        "/v1/webhooks", json={"url": "http://127.0.0.1:8000/hook"}, headers=h(account)
+    )
+    assert allowed.status_code == 200, allowed.text

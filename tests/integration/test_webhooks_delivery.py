@@ -488,3 +488,28 @@ async def test_deliveries_over_http_are_paginated_newest_first(
     assert retried.status_code == 200 and retried.json()["status"] == "pending"
     await dispatch(db, settings)
     assert len(receiver.requests) == 4
+
+
+async def test_metadata_is_refused_at_send_time_even_when_private_is_allowed(
+    services: Services,
+    db: Database,
+    settings: Settings,
+    dns: DnsServer,
+    account: dict[str, str],
+    receiver: Receiver,
+) -> None:
+    """A name that did not resolve when it was saved, and points at the metadata endpoint
+    when it is dialled, is refused there: allowing private receivers never opens it."""
+    webhook_id, _ = await hook(
+        services, account["account_id"], f"http://late.example.test:{receiver.port}/hook"
+    )
+    dns.add("late.example.test", "A", "169.254.169.254")
+    await services.webhooks.send_test(owner(account["account_id"]), webhook_id)
+    await dispatch(db, settings, within=1, schedule=[timedelta(minutes=5)])
+
+    [attempt], _ = await services.webhooks.attempts(
+        account["account_id"], webhook_id, page=1, per_page=10
+    )
+    assert attempt["status_code"] is None
+    assert attempt["error"].startswith("refused: late.example.test resolves to 169.254.169.254")
+    assert "metadata" in attempt["error"]

@@ -239,18 +239,20 @@ class Webhooks:
 
     async def _check_url(self, url: str) -> str:
         """The URL, stripped; 422 unless it is http(s) with a host whose every address is
-        public (unless private addresses are allowed, for tests)."""
+        public (unless private addresses are allowed; metadata addresses never are)."""
         text = url.strip()
         try:
             parsed = parse_url(text)
         except ValueError as exc:
             raise InvalidRequest("webhook_url_invalid", field="url", reason=str(exc)) from exc
-        if self._settings.webhook_allow_private:
-            return text
+        allow_private = self._settings.webhook_allow_private
         addresses = await self._resolver.addresses(parsed.host)
         if not addresses:
+            if allow_private:
+                return text  # checked again, for metadata, when it is dialled
             raise InvalidRequest("webhook_url_unresolvable", field="url", host=parsed.host)
-        refused = first_refused(addresses)
+        # Private receivers may be allowed; cloud metadata endpoints never are.
+        refused = first_refused(addresses, allow_private=allow_private)
         if refused is not None:
             raise InvalidRequest(
                 "webhook_url_refused",

@@ -57,14 +57,13 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         addresses = await self._resolver.addresses(host)
         if not addresses:
             raise httpcore.ConnectError(f"cannot resolve {host}")
-        if not self._allow_private:
-            refused = first_refused(addresses)
-            if refused is not None:
-                address, problem = refused
-                raise RefusedDestination(
-                    f"refused: {host} resolves to {address}, a {problem} address "
-                    "(webhooks only go to public addresses)"
-                )
+        refused = first_refused(addresses, allow_private=self._allow_private)
+        if refused is not None:
+            address, problem = refused
+            raise RefusedDestination(
+                f"refused: {host} resolves to {address}, a {problem} address "
+                "(webhooks only go to public addresses)"
+            )
         failure: Exception | None = None
         for address in addresses:
             try:
