@@ -66,12 +66,31 @@ async def tokenless_http(
 
 
 async def test_a_client_on_this_machine_gets_the_metrics(
-    http: httpx.AsyncClient, tokenless_http: httpx.AsyncClient
+    settings: Settings, services: Services
 ) -> None:
-    for client in (http, tokenless_http):
-        response = await client.get("/metrics")
+    """With no proxy named on this machine, a loopback client is local, token or not."""
+    for token in (TOKEN, ""):
+        direct = settings.model_copy(update={"trusted_proxies": [], "metrics_token": token})
+        server = LiveServer(direct, services)
+        await server.start()
+        try:
+            async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+                response = await client.get("/metrics")
+        finally:
+            await server.stop()
         assert response.status_code == 200, response.text
         assert 'posthorn_deliveries{status="queued"} 0' in response.text
+
+
+async def test_a_proxy_on_this_machine_that_names_no_client_is_not_local(
+    http: httpx.AsyncClient, tokenless_http: httpx.AsyncClient
+) -> None:
+    """A reverse proxy on loopback that adds no forwarding header (nginx's default) forwards
+    strangers: once it is named in TRUSTED_PROXIES, its requests need the token."""
+    assert (await http.get("/metrics")).status_code == 401
+    assert (await tokenless_http.get("/metrics")).status_code == 403
+    allowed = await http.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert allowed.status_code == 200, allowed.text
 
 
 async def test_a_remote_client_through_a_trusted_proxy_needs_the_token(

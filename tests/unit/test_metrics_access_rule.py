@@ -22,6 +22,16 @@ def test_a_request_through_a_proxy_is_never_local(header: str) -> None:
     assert is_local("127.0.0.1", {header: "127.0.0.1"}) is False
 
 
+@pytest.mark.parametrize("proxies", [["127.0.0.1"], ["127.0.0.0/8", "10.0.0.0/8"]])
+def test_a_trusted_proxy_on_this_machine_is_not_local_even_without_headers(
+    proxies: list[str],
+) -> None:
+    """A reverse proxy that adds no forwarding header (nginx's default) still forwards
+    strangers: once the operator names it, its requests need the token."""
+    assert is_local("127.0.0.1", {}, proxies) is False
+    assert is_local("127.0.0.2", {}, ["127.0.0.1"]) is True
+
+
 def test_the_bearer_token_must_match_exactly() -> None:
     assert bearer_matches("Bearer s3cret", "s3cret")
     assert bearer_matches("bearer s3cret", "s3cret")  # RFC 7235 §2.1: the scheme is caseless

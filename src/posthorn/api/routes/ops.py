@@ -4,15 +4,15 @@
 it is, so it is served only to a client on this machine or to one that shows the bearer token
 (``METRICS_TOKEN``, RFC 6750 §2.1). A client on this machine is a loopback peer whose
 request names no proxy: a reverse proxy on the same host connects from loopback too, and
-every client behind it would otherwise pass for local. A request through a trusted proxy is
-judged by the client the proxy names, which is never loopback here.
+every client behind it would otherwise pass for local. A proxy that adds no such header is
+caught only by its address: a peer in ``TRUSTED_PROXIES`` is a proxy, never a local client.
 """
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -22,6 +22,7 @@ from sqlalchemy import text
 from posthorn import __version__
 from posthorn.api.deps import ServicesDep
 from posthorn.api.errors import error_response, language_of
+from posthorn.domain.network import ip_allowed
 from posthorn.domain.statuses import PENDING
 from posthorn.messages import render
 from posthorn.store import metrics
@@ -41,9 +42,11 @@ async def healthz(svc: ServicesDep) -> dict[str, Any]:
     return {"status": "ok", "version": __version__}
 
 
-def is_local(peer: str, headers: Mapping[str, str]) -> bool:
+def is_local(peer: str, headers: Mapping[str, str], trusted_proxies: Sequence[str] = ()) -> bool:
     """Whether the request comes from this machine, not through a proxy on it."""
     if any(name in headers for name in FORWARDING_HEADERS):
+        return False
+    if trusted_proxies and ip_allowed(peer, trusted_proxies):
         return False
     try:
         address = ipaddress.ip_address(peer)
@@ -70,7 +73,7 @@ async def prometheus(request: Request, svc: ServicesDep) -> Response:
     token = svc.settings.metrics_token
     peer = request.client.host if request.client else ""
     if not (
-        is_local(peer, request.headers)
+        is_local(peer, request.headers, svc.settings.trusted_proxies)
         or bearer_matches(request.headers.get("authorization"), token)
     ):
         language = language_of(request)
