@@ -84,19 +84,29 @@ async def _call(request: Request, svc: Services, needed: Permission, work: Work)
 
     The seed carries ``token`` in the form, so the body's framing (form or JSON) is read to
     find it; its fields are checked only once the caller is known. A token in the query
-    string is checked before the body is read at all.
+    string is checked before the body is read at all; without one, a large body is parsed
+    only once the token found in it by a scan is a key (``read_fields``), and the token of
+    the parsed fields is then the one that counts.
     """
+    checked: dict[str | None, Principal] = {}
+
+    async def unlock(token: str | None) -> Principal:
+        if token not in checked:
+            checked[token] = await _authorised(request, svc, needed, token)
+        return checked[token]
+
     try:
         queried = (request.query_params.get("token") or "").strip()
-        early = await _authorised(request, svc, needed, queried) if queried else None
+        early = await unlock(queried) if queried else None
         async with read_fields(
-            request, max_fields=MAX_FIELDS, max_part_size=svc.settings.max_message_bytes
+            request,
+            max_fields=MAX_FIELDS,
+            max_part_size=svc.settings.max_message_bytes,
+            unlock=None if early is not None else unlock,
         ) as fields:
             token = _token(fields)
             caller = (
-                early
-                if early is not None and token in (None, queried)
-                else await _authorised(request, svc, needed, token)
+                early if early is not None and token in (None, queried) else await unlock(token)
             )
             result = await work(svc, caller, fields)
     except PosthornError as exc:

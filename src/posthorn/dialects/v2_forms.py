@@ -14,12 +14,15 @@ Elements come out in index order (numbers numerically, then other keys as they c
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import aclosing, asynccontextmanager
 from pathlib import PurePosixPath
+from tempfile import SpooledTemporaryFile
 from typing import Any
+from urllib.parse import parse_qsl, unquote_plus
 
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -39,6 +42,21 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
 Value = str | UploadFile
+# Checks a token found in the body (None: none there), raising if it is not a usable key.
+Unlock = Callable[[str | None], Awaitable[object]]
+
+# Before the caller is known, a JSON or urlencoded body is kept on disk past SPOOL_BYTES and
+# scanned for its token as it streams in; it is parsed only once that token is a key, or when
+# it is no larger than UNKEYED_PARSE_BYTES (parsing that much costs next to nothing).
+UNKEYED_PARSE_BYTES = 64 * 1024
+SPOOL_BYTES = 1024 * 1024
+# A token member or field, complete (closing quote, or the "&" after it). In valid JSON an
+# unescaped quote only delimits a string, so '"token":' after "{" or "," is always a key.
+_JSON_TOKEN = re.compile(rb'[{,]\s{0,64}"token"\s{0,64}:\s{0,64}("(?:[^"\\]|\\.){0,300}")')
+_FORM_TOKEN = re.compile(rb"&token=([^&]{0,600})&")
+_TOKEN_SPAN = 1024  # longer than any match above: the scan overlaps chunks by this much
+# What each match contains, found much faster than the match is tried at every "{" and ",".
+_MARKS = {_JSON_TOKEN: b'"token"', _FORM_TOKEN: b"&token="}
 
 
 def split_key(key: str) -> tuple[str, list[str]] | None:
@@ -177,15 +195,18 @@ class Fields:
 
 @asynccontextmanager
 async def read_fields(
-    request: Request, *, max_fields: int, max_part_size: int
+    request: Request, *, max_fields: int, max_part_size: int, unlock: Unlock | None = None
 ) -> AsyncIterator[Fields]:
     """The request's fields: the form (or JSON object) and the query string, in that order.
-    Uploaded files stay readable until the block exits."""
+    Uploaded files stay readable until the block exits.
+
+    ``unlock``: the caller is not known yet; a JSON or urlencoded body larger than
+    ``UNKEYED_PARSE_BYTES`` is parsed only after ``unlock`` accepts the token found in it."""
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     query: list[tuple[str, Value]] = list(request.query_params.multi_items())
-    if request.method == "GET" or (not media_type and not await request.body()):
+    if request.method == "GET" or (not media_type and await _is_empty(request)):
         yield Fields(query)
-    elif media_type in FORM_TYPES:
+    elif media_type == "multipart/form-data":
         try:
             async with request.form(
                 max_files=MAX_FILES, max_fields=max_fields, max_part_size=max_part_size
@@ -195,9 +216,15 @@ async def read_fields(
             raise MalformedRequest("form_invalid", reason=str(exc.detail)[:200]) from exc
         except ClientDisconnect as exc:  # also what the body size limit looks like from here
             raise MalformedRequest("form_invalid", reason="the body ended early") from exc
+    elif media_type == "application/x-www-form-urlencoded":
+        body = await _read_body(request, _FORM_TOKEN, unlock)
+        # Decoded off the event loop: a large form takes a while in pure Python.
+        pairs = await asyncio.to_thread(_form_pairs, body, max_fields)
+        yield Fields([*pairs, *query])
     elif media_type == "application/json":
+        body = await _read_body(request, _JSON_TOKEN, unlock)
         try:
-            data = json.loads(await request.body())
+            data = json.loads(body)
         except ValueError as exc:
             raise MalformedRequest() from exc
         if not isinstance(data, dict):
@@ -205,6 +232,85 @@ async def read_fields(
         yield Fields([*Fields.from_json(data).pairs, *query])
     else:
         raise MalformedRequest("form_required")
+
+
+async def _is_empty(request: Request) -> bool:
+    """Whether the body is empty, reading no more of it than its first bytes."""
+    try:
+        async with aclosing(request.stream()) as stream:
+            async for chunk in stream:
+                if chunk:
+                    return False
+    except ClientDisconnect:
+        pass
+    return True
+
+
+async def _read_body(request: Request, token: re.Pattern[bytes], unlock: Unlock | None) -> bytes:
+    """The body; with ``unlock``, only if it is small or ``unlock`` accepts its token.
+
+    A JSON body that is not an object is refused at its first byte: it has no token, and
+    (from a caller with a key) it would be refused anyway."""
+    if unlock is None:
+        try:
+            return await request.body()
+        except ClientDisconnect as exc:
+            raise MalformedRequest("form_invalid", reason="the body ended early") from exc
+    is_json = token is _JSON_TOKEN
+    found: bytes | None = None
+    window = b"" if is_json else b"&"  # a form's first field follows no "&"
+    size = 0
+    started = not is_json
+    with SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
+        try:
+            async with aclosing(request.stream()) as stream:
+                async for chunk in stream:
+                    if not started:
+                        head = chunk.lstrip(b" \t\r\n")[:1]
+                        started = bool(head)
+                        _check_json_start(head)
+                    spool.write(chunk)
+                    size += len(chunk)
+                    if found is None:
+                        window = window[-_TOKEN_SPAN:] + chunk
+                        match = token.search(window) if _MARKS[token] in window else None
+                        found = match.group(1) if match else None
+        except ClientDisconnect as exc:
+            raise MalformedRequest("form_invalid", reason="the body ended early") from exc
+        if found is None and not is_json:
+            match = token.search(window[-_TOKEN_SPAN:] + b"&")  # the last field
+            found = match.group(1) if match else None
+        if size > UNKEYED_PARSE_BYTES:
+            await unlock(_token_text(found, is_json=is_json))
+        spool.seek(0)
+        return spool.read()
+
+
+def _check_json_start(head: bytes) -> None:
+    """Refuse a JSON body whose first byte past white space cannot start an object. Bytes of
+    an encoding other than ASCII (a byte-order mark, UTF-16) are left to the parser."""
+    if head and head != b"{" and head[0] < 0x80 and head != b"\x00":
+        raise MalformedRequest()
+
+
+def _token_text(found: bytes | None, *, is_json: bool) -> str | None:
+    if found is None:
+        return None
+    try:
+        text = json.loads(found) if is_json else unquote_plus(found.decode("latin-1"))
+    except ValueError as exc:
+        raise MalformedRequest() from exc
+    return (text.strip() or None) if isinstance(text, str) else None
+
+
+def _form_pairs(body: bytes, max_fields: int) -> list[tuple[str, Value]]:
+    """Fields of a urlencoded body, decoded as Starlette decodes them (percent escapes as
+    UTF-8, other bytes as Latin-1)."""
+    try:
+        pairs = parse_qsl(body.decode("latin-1"), keep_blank_values=True, max_num_fields=max_fields)
+    except ValueError as exc:
+        raise MalformedRequest("form_invalid", reason=f"more than {max_fields} fields") from exc
+    return list(pairs)
 
 
 def sender(fields: Fields) -> str:
