@@ -30,6 +30,7 @@ from typing import Any
 from posthorn.errors import InvalidRequest, LimitExceeded, PosthornError
 from posthorn.mime import templating
 from posthorn.mime.compose import Attachment
+from posthorn.services import template_compiler
 from posthorn.services.container import Services
 from posthorn.services.intake import UNSUBSCRIBE_PLACEHOLDER, SendRequest
 from posthorn.services.templates import invalid
@@ -174,6 +175,7 @@ async def process(
             outcomes.append(_outcome(recipient, repo.SKIPPED, reason))
         else:
             to_send.append(recipient)
+    await _parse_sources(job, to_send)
     contents = await asyncio.to_thread(_render_all, job, to_send)
     attachments = tuple(
         Attachment(a["filename"], base64.b64decode(a["content"]), a["content_type"])
@@ -206,6 +208,24 @@ def _skip_reason(
     if address in blocked:
         return f"suppressed: {blocked[address]}"
     return None
+
+
+async def _parse_sources(job: dict[str, Any], recipients: Sequence[dict[str, Any]]) -> None:
+    """Parse the inline sources before the render thread starts, so that it finds them
+    compiled instead of waiting for a parser in a shared thread. A source that does not
+    parse is reported by the render, for each recipient."""
+    params = job["params"]
+    if params.get("template_id") or not params.get("personalize"):
+        return
+    sources = {(params["subject"] or "", params["html"], params["text"])}
+    if job["kind"] == "personal":
+        sources = {
+            ((r["variables"] or {}).get("subject") or "", (r["variables"] or {}).get("html"), None)
+            for r in recipients
+        }
+    for subject, html, text in sources:
+        with contextlib.suppress(templating.TemplateProblem):
+            await template_compiler.parse(subject, html, text)
 
 
 def _render_all(job: dict[str, Any], recipients: Sequence[dict[str, Any]]) -> list[Content | str]:

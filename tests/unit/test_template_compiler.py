@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+import time
 
 import pytest
 
@@ -44,3 +46,26 @@ def test_a_dead_child_is_replaced() -> None:
     child._process.wait(5)
     assert compiler("{{ c }}", False).variables == {"c"}
     assert child._process.pid != dead
+
+
+def test_a_caller_does_not_wait_forever_for_a_busy_child() -> None:
+    compiler = TemplateCompiler(children=1, seconds=0.5)
+    taken = compiler._idle.get()  # as if another caller held it past the parse deadline
+    outcome: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            compiler("{{ a }}", False)
+        except BaseException as exc:  # handed to the test thread
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=call, daemon=True)
+    started = time.monotonic()
+    waiter.start()
+    waiter.join(10)
+    # Before: the call waited on the idle queue with no timeout.
+    assert not waiter.is_alive(), "still waiting after 10 s"
+    assert time.monotonic() - started < 5
+    assert isinstance(outcome[0], templating.ParseLimit) and "busy" in outcome[0].reason
+    compiler._idle.put(taken)
+    assert compiler("{{ b }}", False).variables == {"b"}

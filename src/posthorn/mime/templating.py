@@ -9,7 +9,8 @@ untrusted code. Three layers keep it contained:
   ``SecurityError``, which we report as :class:`UnsafeTemplate`. There is no loader, so
   ``include``, ``import`` and ``extends`` are refused when the template is parsed, and
   ``lipsum`` is gone from the globals (it builds text of any size).
-* **A time limit** (1 s per render, all parts together). The clock is checked between
+* **A time limit** (1 s per render, all parts together, counted once they are parsed:
+  parsing has limits of its own, below). The clock is checked between
   output chunks, on every loop iteration (each ``for`` iterable is wrapped when the template
   is compiled), on every call (functions, methods, macros), attribute or item lookup, filter
   and intercepted operator; a single call that runs in Python past the deadline (``wordwrap``
@@ -23,7 +24,9 @@ untrusted code. Three layers keep it contained:
   text (printed, concatenated, formatted, or given to a filter that works on text such as
   ``string``, ``pprint`` or ``escape``) is measured first: ``[x] * 200`` is 200 references,
   but its text would be 200 copies of ``x``. ``tojson`` writes its JSON piece by piece and
-  stops at the limit.
+  stops at the limit. All the values one render makes (results of operators, calls,
+  filters, slices, joins and buffers) are also charged, in bytes, to one allowance of eight
+  times the output cap: each may be under the cap, but many of them kept alive are not.
 
 What the limits cannot stop: one single built-in C operation that is slow on input the size
 checks allow (e.g. sorting a 2 MB list).
@@ -43,11 +46,14 @@ import json
 import marshal
 import re
 import string
+import sys
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta, nodes
 from jinja2.exceptions import SecurityError
@@ -67,6 +73,11 @@ MAX_RENDER_SECONDS = 1.0
 MAX_OUTPUT_CHARS = 2_000_000
 MAX_DATA_CHARS = 2_000_000  # the template data, measured as text
 MAX_RANGE = 10_000
+# Each value is checked against the output cap, but a render can keep many of them alive at
+# once (``{% set l = [x * 2, x * 2, …] %}``): all the values one render makes may take at
+# most this many times the output cap, in bytes. A character takes 1, 2 or 4 bytes in
+# CPython, so this is two values of the largest size in the widest kind, or eight in ASCII.
+MEMORY_FACTOR = 8
 # wordwrap splits each line with one regular-expression call that nothing can interrupt:
 # ~0.8 s for a 1 MB line here, 80 ms at this length.
 MAX_WRAP_LINE = 100_000
@@ -84,11 +95,13 @@ MAX_PARSE_SECONDS = 10.0
 # cannot spell, so no template can call them or shadow them.
 _LOOP = "posthorn-loop"
 _CONCAT = "posthorn-concat"
+_SLICE = "posthorn-slice"
 _GLOBALS = ("dict", "namespace", "cycler", "joiner")
 _SIZED_METHODS = frozenset({"center", "ljust", "rjust", "zfill"})
 _REFUSED_METHODS = frozenset({"translate"})  # a table can map each character to 2 MB
 _PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?")
 _DIGITS = re.compile(r"\d+")
+_T = TypeVar("_T")
 
 
 # ── errors ──────────────────────────────────────────────────────────────────────────────
@@ -125,7 +138,7 @@ class UnsafeTemplate(TemplateProblem):
 
 
 class RenderLimit(TemplateProblem):
-    """Rendering went over a limit: ``kind`` is ``time``, ``size`` or ``range``."""
+    """Rendering went over a limit: ``kind`` is ``time``, ``size``, ``memory`` or ``range``."""
 
     def __init__(self, kind: str, reason: str) -> None:
         self.kind = kind
@@ -148,12 +161,23 @@ class Limits:
     seconds: float = MAX_RENDER_SECONDS
     output_chars: int = MAX_OUTPUT_CHARS
 
+    @property
+    def memory_bytes(self) -> int:
+        return MEMORY_FACTOR * self.output_chars
+
 
 @dataclass(slots=True)
 class _Budget:
     deadline: float
     output_left: int
+    memory_left: int
     limits: Limits
+
+    @classmethod
+    def start(cls, limits: Limits) -> _Budget:
+        return cls(
+            time.monotonic() + limits.seconds, limits.output_chars, limits.memory_bytes, limits
+        )
 
     def tick(self) -> None:
         if time.monotonic() > self.deadline:
@@ -164,6 +188,16 @@ class _Budget:
         if self.output_left < 0:
             raise _too_large(self.limits.output_chars)
         self.tick()
+
+    def keep(self, size: int) -> None:
+        # Counted as made, not as freed: what a template can keep alive is what it made.
+        self.memory_left -= size
+        if self.memory_left < 0:
+            raise RenderLimit(
+                "memory",
+                f"the values made while rendering would take more than "
+                f"{self.limits.memory_bytes:,} bytes of memory",
+            )
 
 
 # Rendering is synchronous and single-threaded per call, so a context variable carries the
@@ -197,10 +231,20 @@ def _check_size(chars: int) -> None:
         raise _too_large(cap)
 
 
-def _check_result(value: Any) -> Any:
+def _check_result(value: _T) -> _T:
     if isinstance(value, str | bytes | list | tuple | dict):
         _check_size(len(value))
+        _keep(value)
     return value
+
+
+def _keep(value: Any) -> None:
+    """Charge a value the render made to its memory allowance. ``sys.getsizeof`` is O(1):
+    a string's length times the width of its characters (1, 2 or 4 bytes) plus a small
+    header; a container's references (its items are charged where they are made)."""
+    budget = _budget.get()
+    if budget is not None:
+        budget.keep(sys.getsizeof(value))
 
 
 def _text_size(value: Any, limit: int) -> int:
@@ -495,7 +539,7 @@ def _tojson(eval_ctx: EvalContext, value: Any, indent: int | None = None) -> Mar
         parts.append(safe)
         _tick()
     # Safe as Jinja's own: every character that could end a script or attribute is escaped.
-    return Markup("".join(parts))  # noqa: S704
+    return _check_result(Markup("".join(parts)))  # noqa: S704
 
 
 @pass_eval_context
@@ -505,7 +549,14 @@ def _concat_guard(eval_ctx: EvalContext, items: list[Any]) -> str:
     parts = [soft_str(item) for item in items]
     _check_size(sum(len(part) for part in parts))
     _tick()
-    return markup_join(parts) if eval_ctx.autoescape else str_join(parts)
+    joined: str = markup_join(parts) if eval_ctx.autoescape else str_join(parts)
+    return _check_result(joined)
+
+
+def _slice_guard(value: Any, start: Any, stop: Any, step: Any) -> Any:
+    """``x[a:b]``: a copy, charged like any value the render makes."""
+    _tick()
+    return _check_result(value[start:stop:step])
 
 
 def _range(*args: int) -> range:
@@ -516,13 +567,25 @@ def _range(*args: int) -> range:
 
 
 class _Guards(NodeTransformer):
-    """Rewrites the parsed template so loops tick the clock and ``~`` is measured."""
+    """Rewrites the parsed template so loops tick the clock and ``~`` and slices are
+    measured."""
 
     # Jinja's visitor dispatches on the node class name, hence the capitals.
     def visit_For(self, node: nodes.For) -> nodes.Node:  # noqa: N802
         self.generic_visit(node)
         node.iter = nodes.Filter(node.iter, _LOOP, [], [], None, None, lineno=node.lineno)
         return node
+
+    def visit_Getitem(self, node: nodes.Getitem) -> nodes.Node:  # noqa: N802
+        # Jinja compiles a slice to plain ``x[a:b]``, past the environment's getitem.
+        self.generic_visit(node)
+        if not isinstance(node.arg, nodes.Slice):
+            return node
+        bounds = [
+            nodes.Const(None) if bound is None else bound
+            for bound in (node.arg.start, node.arg.stop, node.arg.step)
+        ]
+        return nodes.Filter(node.node, _SLICE, bounds, [], None, None, lineno=node.lineno)
 
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:  # noqa: N802
         self.generic_visit(node)
@@ -553,13 +616,14 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         self.filters = {name: _guard_filter(name, f) for name, f in self.filters.items()}
         self.filters[_LOOP] = _loop_guard
         self.filters[_CONCAT] = _concat_guard
+        self.filters[_SLICE] = _slice_guard
 
     def concat(self, parts: Iterable[str]) -> str:
         """The buffers of macros, call blocks and ``{% set %}`` blocks are joined here."""
         listed = list(parts)
         _check_size(sum(len(part) for part in listed))
         _tick()
-        return "".join(listed)
+        return _check_result("".join(listed))
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         _tick()
@@ -630,7 +694,7 @@ def use_compiler(compiler: Compiler) -> None:
     default compiles in the calling thread). Compiled templates are cached either way."""
     global _compiler
     _compiler = compiler
-    _load.cache_clear()
+    _CACHE.clear()
 
 
 def parse(source: str, *, html: bool = False) -> Any:
@@ -640,13 +704,51 @@ def parse(source: str, *, html: bool = False) -> Any:
     return _load(source, html)[0]
 
 
-@functools.lru_cache(maxsize=COMPILED_CACHE_SIZE)
-def _load(source: str, html: bool) -> tuple[Any, frozenset[str]]:
+_Loaded = tuple[Any, frozenset[str]]
+
+
+class _Cache:
+    """The most recently used compiled templates. Unlike ``functools.lru_cache`` it can be
+    asked whether a source is there without compiling it (see :func:`cached_variables`)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple[str, bool], _Loaded] = OrderedDict()
+
+    def get(self, key: tuple[str, bool]) -> _Loaded | None:
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+            return found
+
+    def put(self, key: tuple[str, bool], loaded: _Loaded) -> None:
+        with self._lock:
+            self._entries[key] = loaded
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_CACHE = _Cache(COMPILED_CACHE_SIZE)
+
+
+def _load(source: str, html: bool) -> _Loaded:
+    found = _CACHE.get((source, html))
+    if found is not None:
+        return found
     compiled = _compiler(source, html)
     env = _ENVIRONMENTS[html]
     code = marshal.loads(compiled.code)  # noqa: S302 - made by compile_source, never by a user
     template = env.template_class.from_code(env, code, env.make_globals(None))
-    return template, compiled.variables
+    loaded = (template, compiled.variables)
+    _CACHE.put((source, html), loaded)
+    return loaded
 
 
 def compile_source(source: str, html: bool, *, seconds: float = MAX_PARSE_SECONDS) -> Compiled:
@@ -740,17 +842,32 @@ def _column(env: _Sandbox, source: str, line: int | None) -> int | None:
 def variables(subject: str, html: str | None, text: str | None) -> list[str]:
     """The variables the template reads from its data, sorted (syntax errors raise)."""
     names: set[str] = set()
-    for part, source, escaped in (("subject", subject, False), ("html", html, True)):
-        names |= _variables(part, source, escaped)
-    names |= _variables("text", text, False)
+    for part, source, escaped in _parts(subject, html, text):
+        names |= _parsed(part, source, escaped)[1]
     return sorted(names - set(_ENVIRONMENTS[False].globals))
 
 
-def _variables(part: str, source: str | None, html: bool) -> set[str]:
-    if source is None:
-        return set()
+def cached_variables(subject: str, html: str | None, text: str | None) -> list[str] | None:
+    """:func:`variables` if every part is already compiled in this process, else None:
+    never compiles, so it may run on an event loop."""
+    names: set[str] = set()
+    for _part, source, escaped in _parts(subject, html, text):
+        found = _CACHE.get((source, escaped))
+        if found is None:
+            return None
+        names |= found[1]
+    return sorted(names - set(_ENVIRONMENTS[False].globals))
+
+
+def _parts(subject: str, html: str | None, text: str | None) -> list[tuple[str, str, bool]]:
+    """(part, source, autoescaped) for each part that is there."""
+    parts = (("subject", subject, False), ("html", html, True), ("text", text, False))
+    return [(part, source, escaped) for part, source, escaped in parts if source is not None]
+
+
+def _parsed(part: str, source: str, html: bool) -> _Loaded:
     try:
-        return set(_load(source, html)[1])
+        return _load(source, html)
     except TemplateProblem as exc:
         exc.part = part
         raise
@@ -770,9 +887,12 @@ def render(
     source: str, data: Mapping[str, Any], *, html: bool = False, limits: Limits = Limits()
 ) -> str:
     """Render one source with its own time and size budget."""
-    budget = _Budget(time.monotonic() + limits.seconds, limits.output_chars, limits)
+    template = parse(source, html=html)
+    # The budget starts after parsing, which has its own limits (a cold parse of a large
+    # template that was accepted when saved can take longer than a whole render may).
+    budget = _Budget.start(limits)
     _check_data(data)
-    return _render(source, data, html=html, budget=budget)
+    return _render(template, data, budget=budget)
 
 
 def render_parts(
@@ -783,13 +903,17 @@ def render_parts(
     *,
     limits: Limits = Limits(),
 ) -> RenderedTemplate:
-    """Render the three parts of a template; they share one time and size budget."""
-    budget = _Budget(time.monotonic() + limits.seconds, limits.output_chars, limits)
+    """Render the three parts of a template; they share one time and size budget, which
+    starts once all three are parsed."""
+    templates = [
+        (part, _parsed(part, source, escaped)[0])
+        for part, source, escaped in _parts(subject, html, text)
+    ]
+    budget = _Budget.start(limits)
     _check_data(data)
-    results: dict[str, str | None] = {}
-    for part, source, escaped in (("subject", subject, False), ("html", html, True)):
-        results[part] = None if source is None else _part(part, source, data, escaped, budget)
-    results["text"] = None if text is None else _part("text", text, data, False, budget)
+    results: dict[str, str | None] = {"subject": None, "html": None, "text": None}
+    for part, template in templates:
+        results[part] = _part(part, template, data, budget)
     return RenderedTemplate(
         subject=results["subject"] or "", html=results["html"], text=results["text"]
     )
@@ -805,16 +929,15 @@ def _check_data(data: Mapping[str, Any]) -> None:
         raise problem
 
 
-def _part(part: str, source: str, data: Mapping[str, Any], html: bool, budget: _Budget) -> str:
+def _part(part: str, template: Any, data: Mapping[str, Any], budget: _Budget) -> str:
     try:
-        return _render(source, data, html=html, budget=budget)
+        return _render(template, data, budget=budget)
     except TemplateProblem as exc:
         exc.part = part
         raise
 
 
-def _render(source: str, data: Mapping[str, Any], *, html: bool, budget: _Budget) -> str:
-    template = parse(source, html=html)
+def _render(template: Any, data: Mapping[str, Any], *, budget: _Budget) -> str:
     token = _budget.set(budget)
     chunks: list[str] = []
     try:

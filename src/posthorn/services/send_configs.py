@@ -22,6 +22,7 @@ from posthorn.domain.permissions import Permission
 from posthorn.errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied
 from posthorn.mime import templating
 from posthorn.mime.tracking import UNSUBSCRIBE_PLACEHOLDER
+from posthorn.services import template_compiler
 from posthorn.services.accounts import Principal, hash_key
 from posthorn.services.admission import Accepted
 from posthorn.services.dialect_support import DialectSupport
@@ -189,7 +190,7 @@ class SendConfigs:
                     "template_too_long", field="subject", limit=MAX_SUBJECT_SOURCE_CHARS
                 )
             try:
-                await asyncio.to_thread(templating.variables, subject, None, None)
+                await template_compiler.variables(subject, None, None)
             except templating.TemplateProblem as problem:
                 raise invalid(problem) from None
         addresser = values.get("addresser") or None
@@ -299,6 +300,7 @@ class SendConfigs:
 
 async def _render_subject(source: str, data: Mapping[str, Any]) -> str:
     try:
+        await template_compiler.parse(source, None, None)
         return await asyncio.to_thread(templating.render, source, data)
     except templating.TemplateProblem as problem:
         problem.part = "subject"

@@ -7,18 +7,22 @@ process that renders templates sends its sources to a small pool of children and
 the compiled module as ``marshal`` bytes, which load in milliseconds. A child that passes
 the parse deadline is killed and replaced; the caller gets :class:`ParseLimit`.
 
-Callers wait on a pipe, which releases the GIL: they run in worker threads
-(``asyncio.to_thread``), never on the event loop.
+Callers wait on a pipe, which releases the GIL, in a thread. Async code parses through
+:func:`variables` and :func:`parse`, which wait in this module's own threads, one per child:
+a wait of up to the parse deadline (10 s) must not hold one of the event loop's default
+executor threads, which logins (argon2), DKIM signing and rendering share.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import queue
 import subprocess
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -77,6 +81,9 @@ class _Child:
             raise TemplateSyntax(reply[1], line=reply[2], column=reply[3])
         raise ParseLimit(reply[1])
 
+    def start(self) -> None:
+        self._started()
+
     def _started(self) -> tuple[Connection, Connection]:
         if self._process is not None and self._process.poll() is None:
             assert self._requests is not None and self._replies is not None
@@ -117,11 +124,22 @@ class TemplateCompiler:
     ) -> None:
         self._seconds = seconds
         self._idle: queue.LifoQueue[_Child] = queue.LifoQueue()
-        for _ in range(children):
-            self._idle.put(_Child())
+        self._children = [_Child() for _ in range(children)]
+        for child in self._children:
+            self._idle.put(child)
+
+    def start(self) -> None:
+        """Start the children now rather than on first use (call it before any use)."""
+        for child in self._children:
+            child.start()
 
     def __call__(self, source: str, html: bool) -> Compiled:
-        child = self._idle.get()
+        # A child is free again within one parse deadline; waiting longer means every
+        # child is taken by callers outside :data:`_WAITERS`, and this one gives up.
+        try:
+            child = self._idle.get(timeout=self._seconds + GRACE_SECONDS)
+        except queue.Empty:
+            raise ParseLimit("the template parsers are busy; try again later") from None
         try:
             return child.compile(source, html, self._seconds)
         finally:
@@ -130,16 +148,38 @@ class TemplateCompiler:
 
 _shared: TemplateCompiler | None = None
 _shared_lock = threading.Lock()
+# The threads that wait for a child: no more than there are children, so parses queue here
+# as tasks instead of each holding a thread.
+_WAITERS = ThreadPoolExecutor(max_workers=CHILDREN, thread_name_prefix="posthorn-template-parse")
 
 
 def install() -> None:
-    """Compile this process's templates in child processes (idempotent)."""
+    """Compile this process's templates in child processes (idempotent). The children
+    start now (a fork and exec each; they import in the background), so the first template
+    does not wait for them."""
     global _shared
     with _shared_lock:
         if _shared is None:
             _shared = TemplateCompiler()
+            _shared.start()
             templating.use_compiler(_shared)
             log.debug("template compiler: %d child processes", CHILDREN)
+
+
+async def variables(subject: str, html: str | None, text: str | None) -> list[str]:
+    """:func:`templating.variables`, parsing what is not cached yet in a thread of
+    :data:`_WAITERS` (a template already compiled is answered at once)."""
+    found = templating.cached_variables(subject, html, text)
+    if found is None:
+        loop = asyncio.get_running_loop()
+        found = await loop.run_in_executor(_WAITERS, templating.variables, subject, html, text)
+    return found
+
+
+async def parse(subject: str, html: str | None, text: str | None) -> None:
+    """Parse the parts before rendering them in another thread; the render then finds
+    them in the cache. Raises :class:`TemplateProblem` naming the part."""
+    await variables(subject, html, text)
 
 
 if __name__ == "__main__":

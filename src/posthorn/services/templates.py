@@ -27,6 +27,7 @@ from posthorn.mime.templating import (
     TemplateSyntax,
     UnsafeTemplate,
 )
+from posthorn.services import template_compiler
 from posthorn.services.accounts import Principal
 from posthorn.store import templates as repo
 from posthorn.store.database import Database
@@ -133,6 +134,7 @@ class Templates:
         """
         row = await self.get(account_id, template_id)
         try:
+            await template_compiler.parse(row.subject, row.html, row.text)
             return await asyncio.to_thread(
                 templating.render_parts,
                 row.subject,
@@ -156,7 +158,7 @@ class Templates:
         read, or :class:`InvalidRequest` naming the part."""
         self.check_sizes(subject=subject, html=html, text=text)
         try:
-            return await asyncio.to_thread(templating.variables, subject, html, text)
+            return await template_compiler.variables(subject, html, text)
         except TemplateProblem as problem:
             raise invalid(problem) from None
 
