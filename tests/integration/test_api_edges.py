@@ -15,6 +15,7 @@ from posthorn.api.limits import SMALL_BODY_BYTES
 from posthorn.api.paging import MAX_PAGE
 from posthorn.services.container import Services
 from posthorn.store.tables import emails
+from tests.support.dns import DnsServer
 
 MESSAGE: dict[str, Any] = {
     "from": "Acme <hello@acme.test>",
@@ -230,8 +231,9 @@ async def test_a_bad_attachment_content_type_is_422(
 
 
 async def test_patching_a_relay_field_to_null_is_422(
-    http: httpx.AsyncClient, account: dict[str, str]
+    http: httpx.AsyncClient, account: dict[str, str], dns: DnsServer
 ) -> None:
+    dns.add("relay.example.test", "A", "93.184.216.34")  # public: saved, never dialled
     created = await http.post(
         "/v1/relays", json={"name": "r", "host": "relay.example.test"}, headers=key(account)
     )
