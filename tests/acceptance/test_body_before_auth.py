@@ -9,8 +9,6 @@ Python objects) at /v1/emails without a key.
 from __future__ import annotations
 
 import http.client
-import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,18 +16,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.memory import peak_rss_during
 from tests.support.web_process import WebProcess
 
 CLIENTS = 8
 BODY_BYTES = 24 * 1024 * 1024
 ALLOWED_GROWTH = 100 * 1024 * 1024
-
-
-def _status_kb(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise AssertionError(f"no {field} for {pid}")
 
 
 @pytest.fixture
@@ -57,30 +49,13 @@ def test_unauthenticated_bodies_are_not_parsed(
     # Warm the route up (imports, caches) so that idle is idle.
     for _ in range(3):
         assert _post(port, "/v1/emails", b"[{}]", {}) == 401
-    idle = _status_kb(pid, "VmRSS") * 1024
-    # Reset the peak resident size (proc(5), clear_refs "5"), then sample as a fallback.
-    Path(f"/proc/{pid}/clear_refs").write_text("5")
-    peak = idle
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, _status_kb(pid, "VmRSS") * 1024)
-            time.sleep(0.005)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
-        with ThreadPoolExecutor(CLIENTS) as pool:
-            statuses = list(pool.map(lambda _: _post(port, "/v1/emails", body, {}), range(CLIENTS)))
-    finally:
-        done.set()
-        sampler.join()
-    peak = max(peak, _status_kb(pid, "VmHWM") * 1024)
-    growth = peak - idle
-    print(f"idle RSS {idle / 2**20:.1f} MB, peak {peak / 2**20:.1f} MB, +{growth / 2**20:.1f} MB")
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        statuses, memory = peak_rss_during(
+            pid,
+            lambda: list(pool.map(lambda _: _post(port, "/v1/emails", body, {}), range(CLIENTS))),
+        )
+    print(memory)
     assert all(status in (401, 413) for status in statuses), statuses
-    assert growth < ALLOWED_GROWTH, f"peak RSS grew by {growth / 2**20:.0f} MB"
+    assert memory.growth < ALLOWED_GROWTH, f"peak RSS grew by {memory.growth / 2**20:.0f} MB"
     # The server is still there and answers.
     assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200

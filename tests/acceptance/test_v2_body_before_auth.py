@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import http.client
 import json
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
 import pytest
 
+from tests.support.memory import peak_rss_during
 from tests.support.web_process import WebProcess
 
 CLIENTS = 8
@@ -30,13 +29,6 @@ ALLOWED_GROWTH = 100 * 1024 * 1024
 PATH = "/api/v2/sendEmailByList"
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
-
-
-def _status_kb(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise AssertionError(f"no {field} for {pid}")
 
 
 @pytest.fixture(scope="module")
@@ -75,39 +67,18 @@ def test_unauthenticated_v2_bodies_are_not_parsed(web: WebProcess, kind: str) ->
     # Warm the route up (imports, caches) so that idle is idle.
     for _ in range(3):
         assert _post(port, b'{"list_id": "1"}', JSON)[0] == 401
-    idle = _status_kb(pid, "VmRSS") * 1024
-    # Reset the peak resident size (proc(5), clear_refs "5"), then sample as a fallback.
-    Path(f"/proc/{pid}/clear_refs").write_text("5")
-    peak = idle
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, _status_kb(pid, "VmRSS") * 1024)
-            time.sleep(0.005)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
     started = time.monotonic()
-    try:
-        with ThreadPoolExecutor(CLIENTS) as pool:
-            answers = list(pool.map(lambda _: _post(port, body, content_type), range(CLIENTS)))
-    finally:
-        done.set()
-        sampler.join()
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        answers, memory = peak_rss_during(
+            pid, lambda: list(pool.map(lambda _: _post(port, body, content_type), range(CLIENTS)))
+        )
     elapsed = time.monotonic() - started
-    peak = max(peak, _status_kb(pid, "VmHWM") * 1024)
-    growth = peak - idle
-    print(
-        f"{kind}: idle RSS {idle / 2**20:.1f} MB, peak {peak / 2**20:.1f} MB, "
-        f"+{growth / 2**20:.1f} MB, {elapsed:.1f} s for {CLIENTS} requests"
-    )
+    print(f"{kind}: {memory}, {elapsed:.1f} s for {CLIENTS} requests")
     assert all(status == expected for status, _ in answers), [s for s, _ in answers]
     assert all(answer["status"] == "ERROR" for _, answer in answers), answers[0]
     if expected == 401:
         assert all(answer["error"] == "Missing API key" for _, answer in answers), answers[0]
-    assert growth < ALLOWED_GROWTH, f"peak RSS grew by {growth / 2**20:.0f} MB"
+    assert memory.growth < ALLOWED_GROWTH, f"peak RSS grew by {memory.growth / 2**20:.0f} MB"
     assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
 
 
