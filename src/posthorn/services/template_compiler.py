@@ -81,9 +81,6 @@ class _Child:
             raise TemplateSyntax(reply[1], line=reply[2], column=reply[3])
         raise ParseLimit(reply[1])
 
-    def start(self) -> None:
-        self._started()
-
     def _started(self) -> tuple[Connection, Connection]:
         if self._process is not None and self._process.poll() is None:
             assert self._requests is not None and self._replies is not None
@@ -124,14 +121,8 @@ class TemplateCompiler:
     ) -> None:
         self._seconds = seconds
         self._idle: queue.LifoQueue[_Child] = queue.LifoQueue()
-        self._children = [_Child() for _ in range(children)]
-        for child in self._children:
-            self._idle.put(child)
-
-    def start(self) -> None:
-        """Start the children now rather than on first use (call it before any use)."""
-        for child in self._children:
-            child.start()
+        for _ in range(children):
+            self._idle.put(_Child())
 
     def __call__(self, source: str, html: bool) -> Compiled:
         # A child is free again within one parse deadline; waiting longer means every
@@ -155,13 +146,12 @@ _WAITERS = ThreadPoolExecutor(max_workers=CHILDREN, thread_name_prefix="posthorn
 
 def install() -> None:
     """Compile this process's templates in child processes (idempotent). The children
-    start now (a fork and exec each; they import in the background), so the first template
-    does not wait for them."""
+    start on first use: most processes (SMTP sessions, workers without bulk jobs) never parse
+    a template, and the first parse's wait for them is not charged to any render."""
     global _shared
     with _shared_lock:
         if _shared is None:
             _shared = TemplateCompiler()
-            _shared.start()
             templating.use_compiler(_shared)
             log.debug("template compiler: %d child processes", CHILDREN)
 
