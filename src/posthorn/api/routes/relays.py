@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
 from posthorn.api.bodies import StrictModel
 from posthorn.api.deps import PrincipalDep, ServicesDep
@@ -34,14 +34,6 @@ class RelayPatch(StrictModel):
     username: str | None = Field(None, max_length=255)
     password: str | None = Field(None, max_length=1024)
     is_default: bool | None = None
-
-    # Left out, a field keeps its value; only the credentials can be cleared with null.
-    @field_validator("name", "host", "port", "tls", "is_default")
-    @classmethod
-    def _not_null(cls, value: Any) -> Any:
-        if value is None:
-            raise ValueError("may not be null")
-        return value
 
 
 class RelayOut(BaseModel):
